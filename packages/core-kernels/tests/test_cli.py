@@ -57,7 +57,9 @@ def fake_eps(tmp_path, monkeypatch):
     table: dict[str, list[md.EntryPoint]] = {group: [] for group in plugins.GROUPS.values()}
 
     def add(group: str, name: str, attr: str) -> None:
-        table[plugins.GROUPS[group]].append(md.EntryPoint(name, f"{modname}:{attr}", plugins.GROUPS[group]))
+        table[plugins.GROUPS[group]].append(
+            md.EntryPoint(name, f"{modname}:{attr}", plugins.GROUPS[group])
+        )
 
     monkeypatch.setattr(plugins, "_entry_points", lambda group: list(table[group]))
     add.modname = modname
@@ -157,8 +159,12 @@ def test_duplicate_names_fail_discovery(monkeypatch, capsys):
 
 def test_reproduction_names_need_a_package_prefix(monkeypatch):
     group = plugins.GROUPS["benchmarks"]
-    monkeypatch.setattr(plugins, "_entry_points", lambda g: [md.EntryPoint("flat", "a:f", group)] if g == group else [])
-    with pytest.raises(DiscoveryError, match="<package>.<name>"):
+    monkeypatch.setattr(
+        plugins,
+        "_entry_points",
+        lambda g: [md.EntryPoint("flat", "a:f", group)] if g == group else [],
+    )
+    with pytest.raises(DiscoveryError, match=r"<package>\.<name>"):
         discover("benchmarks")
 
 
@@ -177,7 +183,7 @@ def test_bench_command_runs_registered_benchmarks(fake_eps, tmp_path, capsys, mo
         calls.append((quick, device))
         return [BenchResult("cand", "base", 1.0, 2.0, 2.0, "cpu")]
 
-    import fake_paper_pkg_for_cli_tests as mod  # noqa: F401  (created by the fixture)
+    import fake_paper_pkg_for_cli_tests as mod
 
     monkeypatch.setattr(mod, "fake_bench", fake_bench, raising=False)
     fake_eps("benchmarks", "fake.b", "fake_bench")
@@ -191,7 +197,11 @@ def test_bench_command_runs_registered_benchmarks(fake_eps, tmp_path, capsys, mo
 def test_console_script_list_runs_in_a_subprocess():
     """The installed `paperbricks` entry point works and lists this distribution."""
     proc = subprocess.run(
-        [sys.executable, "-c", "from paperbricks.core_kernels.cli import main; raise SystemExit(main(['list']))"],
+        [
+            sys.executable,
+            "-c",
+            "from paperbricks.core_kernels.cli import main; raise SystemExit(main(['list']))",
+        ],
         capture_output=True,
         text=True,
         timeout=120,

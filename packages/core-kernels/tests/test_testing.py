@@ -57,7 +57,7 @@ def test_assert_bitwise_equal_reports_hex_codes():
     assert_bitwise_equal(a, a.clone())
     b = a.clone()
     b[1] = -0.0
-    with pytest.raises(AssertionError, match="0x4000.*0x8000"):
+    with pytest.raises(AssertionError, match=r"0x4000.*0x8000"):
         assert_bitwise_equal(a, b)
     # +0 and -0 compare equal as floats but not as bits
     with pytest.raises(AssertionError):
@@ -70,7 +70,9 @@ def test_gradcheck_f64():
 
 def test_bench_reports_ratio_against_named_baseline():
     x = torch.randn(256, 256)
-    res = bench(lambda: x @ x, lambda: (x @ x) @ x, name="one", baseline_name="two", flops=2 * 256**3, rep=3)
+    res = bench(
+        lambda: x @ x, lambda: (x @ x) @ x, name="one", baseline_name="two", flops=2 * 256**3, rep=3
+    )
     assert res.baseline == "two" and res.name == "one"
     assert res.speedup == pytest.approx(res.baseline_ms / res.ms)
     assert res.tflops is not None and res.tflops > 0
@@ -103,7 +105,11 @@ def test_nan_poison_fills_empty(nan_poison):
 
 @pytest.mark.parametrize(
     "module",
-    ["paperbricks.core_kernels", "paperbricks.core_kernels.devices", "paperbricks.core_kernels.testing"],
+    [
+        "paperbricks.core_kernels",
+        "paperbricks.core_kernels.devices",
+        "paperbricks.core_kernels.testing",
+    ],
 )
 def test_lean_import(module):
     assert_lean_import(module)

@@ -42,7 +42,11 @@ def _cmd_list(args: argparse.Namespace) -> int:
     if not dists:
         print("no paperbricks packages installed")
         return 0
-    commands, repros, benches = discover("commands"), discover("reproductions"), discover("benchmarks")
+    commands, repros, benches = (
+        discover("commands"),
+        discover("reproductions"),
+        discover("benchmarks"),
+    )
     rows = [("distribution", "version", "paper", "command", "reproductions", "benchmarks")]
     for name, dist in dists.items():
         n_repro = sum(p.dist.lower() == name for p in repros.values())
@@ -71,7 +75,9 @@ def _select(available: dict[str, Plugin], names: list[str], what: str) -> list[P
             chosen[p.name] = p
     if unknown:
         known = ", ".join(available) or "none installed"
-        raise ValueError(f"paperbricks: unknown {what} {', '.join(map(repr, unknown))} (available: {known})")
+        raise ValueError(
+            f"paperbricks: unknown {what} {', '.join(map(repr, unknown))} (available: {known})"
+        )
     return list(chosen.values())
 
 
@@ -107,7 +113,9 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         )
         return 2
     quick = not args.full
-    print(f"running {len(plugins)} reproduction(s), {'quick' if quick else 'full'} mode, seed {args.seed} -> {out}")
+    print(
+        f"running {len(plugins)} reproduction(s), {'quick' if quick else 'full'} mode, seed {args.seed} -> {out}"
+    )
     header = f"{'reproduction':<36} {'verdict':<16} {'seconds':>8}  summary"
     t0 = time.perf_counter()
 
@@ -118,11 +126,17 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         if i == 1:
             print(header)
         verdict = rec.result.verdict if rec.result is not None else "ERROR"
-        summary = rec.result.summary if rec.result is not None else rec.error.strip().splitlines()[-1]
+        summary = (
+            rec.result.summary if rec.result is not None else rec.error.strip().splitlines()[-1]
+        )
         print(f"{rec.name:<36} {verdict:<16} {rec.wall_s:8.1f}  {summary}", flush=True)
 
-    records = run_reproductions(plugins, out, seed=args.seed, quick=quick, on_start=on_start, on_done=on_done)
-    md_path, json_path = write_report(records, out, seed=args.seed, quick=quick, versions=_versions())
+    records = run_reproductions(
+        plugins, out, seed=args.seed, quick=quick, on_start=on_start, on_done=on_done
+    )
+    md_path, json_path = write_report(
+        records, out, seed=args.seed, quick=quick, versions=_versions()
+    )
     n_err = sum(r.status == "error" for r in records)
     print(f"done in {time.perf_counter() - t0:.1f} s: wrote {md_path} and {json_path}")
     if n_err:
@@ -170,24 +184,38 @@ def build_parser(load: str | None = None) -> argparse.ArgumentParser:
         prog="paperbricks",
         description="Implementations of October-2024 ML papers: run reproductions, benchmarks and package tools.",
     )
-    parser.add_argument("--version", action="version", version=f"paperbricks-core-kernels {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"paperbricks-core-kernels {__version__}"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("list", help="installed paperbricks packages with version and paper")
     p.set_defaults(func=_cmd_list)
 
-    p = sub.add_parser("reproduce", help="run the registered tiny-scale reproductions (the main job)")
-    p.add_argument("names", nargs="*", metavar="NAME", help="reproductions or packages to run (default: all)")
-    p.add_argument("--out", default=None, help="output folder (default: reproduce-out/run-<UTC time>)")
+    p = sub.add_parser(
+        "reproduce", help="run the registered tiny-scale reproductions (the main job)"
+    )
+    p.add_argument(
+        "names", nargs="*", metavar="NAME", help="reproductions or packages to run (default: all)"
+    )
+    p.add_argument(
+        "--out", default=None, help="output folder (default: reproduce-out/run-<UTC time>)"
+    )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", default=True, help="small budget (default)")
     mode.add_argument("--full", action="store_true", help="the larger budget the package documents")
-    p.add_argument("--seed", type=int, default=0, help="seed passed to every reproduction (default 0)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed passed to every reproduction (default 0)"
+    )
     p.add_argument("--force", action="store_true", help="write into a non-empty --out folder")
     p.set_defaults(func=_cmd_reproduce)
 
-    p = sub.add_parser("bench", help="run the registered benchmarks (ratios against named baselines)")
-    p.add_argument("names", nargs="*", metavar="NAME", help="benchmarks or packages to run (default: all)")
+    p = sub.add_parser(
+        "bench", help="run the registered benchmarks (ratios against named baselines)"
+    )
+    p.add_argument(
+        "names", nargs="*", metavar="NAME", help="benchmarks or packages to run (default: all)"
+    )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--full", action="store_true", help="larger sizes")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")

@@ -103,7 +103,9 @@ def resolve_device(device: torch.device | str | None) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device: expected 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}") from exc
+        raise ValueError(
+            f"device: expected 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}"
+        ) from exc
     if dev.type == "cuda" and not has_cuda():
         raise ValueError(f"device: {device!r} was requested but CUDA is not available here")
     return dev
@@ -143,7 +145,9 @@ def select_impl(
     dev = next(iter(devices), "cpu")
     if impl == "triton":
         if not supported:
-            raise ValueError(f"{op}: impl='triton' does not support these inputs: {why_unsupported}")
+            raise ValueError(
+                f"{op}: impl='triton' does not support these inputs: {why_unsupported}"
+            )
         if not triton_runnable(dev):
             raise RuntimeError(
                 f"{op}: impl='triton' needs triton and either CUDA tensors or TRITON_INTERPRET=1 "

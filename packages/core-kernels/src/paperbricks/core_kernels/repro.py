@@ -22,7 +22,14 @@ from typing import Any, Literal
 
 from .plugins import Plugin
 
-__all__ = ["VERDICTS", "ReproResult", "RunRecord", "new_figure", "run_reproductions", "write_report"]
+__all__ = [
+    "VERDICTS",
+    "ReproResult",
+    "RunRecord",
+    "new_figure",
+    "run_reproductions",
+    "write_report",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +78,11 @@ class RunRecord:
     error: str | None = None
 
     def to_json(self, root: Path) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "status": self.status, "wall_s": round(self.wall_s, 3)}
+        out: dict[str, Any] = {
+            "name": self.name,
+            "status": self.status,
+            "wall_s": round(self.wall_s, 3),
+        }
         if self.result is not None:
             r = self.result
             out.update(
@@ -112,7 +123,9 @@ def _jsonable(x: Any) -> Any:
 def default_device() -> str:
     import torch
 
-    return torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({platform.machine()})"
+    return (
+        torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({platform.machine()})"
+    )
 
 
 def run_reproductions(
@@ -146,7 +159,9 @@ def run_reproductions(
             rec = RunRecord(plugin.name, "ok", time.perf_counter() - t0, result=result)
         except Exception:  # a failing reproduction must not stop the others
             logger.exception("reproduction %s failed", plugin.name)
-            rec = RunRecord(plugin.name, "error", time.perf_counter() - t0, error=traceback.format_exc())
+            rec = RunRecord(
+                plugin.name, "error", time.perf_counter() - t0, error=traceback.format_exc()
+            )
         records.append(rec)
         if on_done:
             on_done(i, len(plugins), rec)
@@ -204,7 +219,10 @@ def write_report(
         res = r.result
         lines += [f"**Claim.** {res.claim}", "", f"**Verdict.** {res.verdict}. {res.summary}"]
         if res.seed_noisy:
-            lines += ["", "The outcome depends on the seed at this scale; read the spread, not one number."]
+            lines += [
+                "",
+                "The outcome depends on the seed at this scale; read the spread, not one number.",
+            ]
         if res.metrics:
             lines += ["", "| metric | value |", "|---|---|"]
             lines += [f"| {k} | {_fmt(v)} |" for k, v in res.metrics.items()]

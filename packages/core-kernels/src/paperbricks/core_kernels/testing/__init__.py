@@ -104,7 +104,9 @@ def assert_close(
         >>> assert_close("x", torch.ones(3), torch.ones(3))
     """
     if ref.shape != out.shape:
-        raise AssertionError(f"{name}: shape mismatch, ref {tuple(ref.shape)} vs out {tuple(out.shape)}")
+        raise AssertionError(
+            f"{name}: shape mismatch, ref {tuple(ref.shape)} vs out {tuple(out.shape)}"
+        )
     if ratio is None:
         ratio = DEFAULT_RATIOS.get(out.dtype, 1e-5)
     r = ref.detach().to(torch.float64).cpu()
@@ -127,7 +129,11 @@ def assert_close(
     if not got <= ratio:
         diff = (oo - rr).abs()
         flat = int(diff.argmax()) if diff.numel() else 0
-        idx = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), diff.shape)) if diff.dim() else ()
+        idx = (
+            tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), diff.shape))
+            if diff.dim()
+            else ()
+        )
         raise AssertionError(
             f"{name}: RMS error ratio {got:.3e} exceeds {ratio:.1e}; worst element at {idx}: "
             f"out={oo[idx].item():.8g} ref={rr[idx].item():.8g} (|diff|={diff[idx].item():.3e})"
@@ -191,7 +197,9 @@ def assert_lean_import(module: str) -> None:
         raise AssertionError(f"importing {module} failed:\n{proc.stderr}")
     state = json.loads(proc.stdout.strip().splitlines()[-1])
     if state["triton"]:
-        raise AssertionError(f"importing {module} imported triton; import it lazily via devices.import_triton")
+        raise AssertionError(
+            f"importing {module} imported triton; import it lazily via devices.import_triton"
+        )
     if state["cuda_initialized"]:
         raise AssertionError(f"importing {module} initialised CUDA")
 

@@ -38,9 +38,12 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-if os.environ.get("REQUIRE_GPU", "0") != "1" and "TRITON_INTERPRET" not in os.environ:
-    if not _cuda_available():
-        os.environ["TRITON_INTERPRET"] = "1"
+if (
+    os.environ.get("REQUIRE_GPU", "0") != "1"
+    and "TRITON_INTERPRET" not in os.environ
+    and not _cuda_available()
+):
+    os.environ["TRITON_INTERPRET"] = "1"
 
 
 def pytest_configure(config: pytest.Config) -> None:
