@@ -224,10 +224,11 @@ def _dw(backend: str, x: torch.Tensor, dy: torch.Tensor, offsets: torch.Tensor) 
 
 
 def _swiglu_grad(h: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
-    """d(silu(g)·u)/dh for h = [g | u], in float32 (returned in h.dtype)."""
-    g, u = h.float().chunk(2, dim=-1)  # (M, I) each
+    """d(silu(g)·u)/dh for h = [g | u], in float32 or wider (returned in h.dtype)."""
+    acc = torch.promote_types(h.dtype, torch.float32)
+    g, u = h.to(acc).chunk(2, dim=-1)  # (M, I) each
     s = torch.sigmoid(g)
-    dyf = dy.float()
+    dyf = dy.to(acc)
     dg = dyf * u * s * (1.0 + g * (1.0 - s))
     du = dyf * g * s
     return torch.cat([dg, du], dim=-1).to(h.dtype)  # (M, 2I)
