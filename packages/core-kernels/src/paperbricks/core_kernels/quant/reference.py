@@ -108,6 +108,8 @@ def _as_param(
     t = value.to(dtype)
     if tuple(t.shape) == target:
         return t
+    if target == () and t.numel() == 1:
+        return t.reshape(())  # a (1,) per-tensor scale
     axis = spec.resolved_axis
     if axis is not None and t.dim() == 1 and t.numel() == x.shape[axis]:
         return t.reshape(target)  # a (C,) per-channel vector
