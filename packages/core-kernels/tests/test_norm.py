@@ -248,3 +248,12 @@ def test_gpu_bf16_matches_torch_rms_norm(seeded):
     w = torch.randn(2048, device="cuda", dtype=torch.bfloat16)
     ref = F.rms_norm(x.float(), (2048,), w.float(), 1e-6)
     assert_close("bf16 vs fp32 torch", ref, rms_norm(x, w, impl="triton"))
+
+
+@pytest.mark.slow
+def test_bench_cpu_quick_runs():
+    from paperbricks.core_kernels.norm.bench import run
+
+    rows = run(quick=True, device="cpu")
+    assert len(rows) == 3
+    assert all(r.baseline.startswith(("F.rms_norm", "x + r")) and r.ms > 0 for r in rows)

@@ -272,8 +272,10 @@ def test_validation_errors():
         apply_rope(x, cos[:3], sin[:3])
     with pytest.raises(ValueError, match="broadcastable"):
         apply_rope(x, cos[None, None], sin[None, None])  # would grow x's shape
-    with pytest.raises(ValueError, match="impl='triton'"):
-        apply_rope(x, cos, sin, impl="triton")
+    with pytest.raises(ValueError, match=r"impl='triton'.*float64"):
+        apply_rope(x.double(), cos, sin, impl="triton")
+    with pytest.raises(ValueError, match=r"impl='triton'.*cos/sin"):
+        apply_rope(x, cos.requires_grad_(True), sin, impl="triton")
     with pytest.raises(ValueError, match="W: expected n_heads"):
         permute_rope_rows(torch.randn(10, 4), 2, 4)
     with pytest.raises(ValueError, match="to"):
@@ -284,6 +286,55 @@ def test_validation_errors():
         repeat_kv(torch.randn(2, 3, 4), 2)
     with pytest.raises(ValueError, match="h:"):
         kv_head_index(-1, 2)
+
+
+# --- Triton vs reference under the interpreter ---------------------------------------------------
+
+
+def _check_triton(x, cos, sin, layout):
+    x = x.detach().requires_grad_(True)
+    ref = apply_rope(x, cos, sin, layout, impl="reference")
+    out = apply_rope(x, cos, sin, layout, impl="triton")
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert_close(f"{layout} forward", ref, out)
+    dy = torch.randn_like(ref)
+    (rdx,) = torch.autograd.grad(ref, x, dy)
+    (dx,) = torch.autograd.grad(out, x, dy)
+    assert_close(f"{layout} dx", rdx, dx)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("t", [1, 63, 100])
+@pytest.mark.parametrize("d", [8, 100])
+def test_triton_matches_reference_bhtd(seeded, nan_poison, layout, t, d):
+    x = torch.randn(2, 3, t, d)  # (B, H, T, D), angles (T, D/2) broadcast over B and H
+    cos, sin = rope_angles(torch.arange(t) * 5, d)
+    _check_triton(x, cos, sin, layout)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_triton_per_sequence_positions_and_noncontiguous_x(seeded, nan_poison, layout):
+    b, t, h, d = 2, 9, 3, 12
+    x = torch.randn(b, h, t, d).transpose(1, 2)  # (B, T, H, D) view, not contiguous
+    pos = torch.stack([torch.arange(t), torch.arange(t) + 50])  # (B, T)
+    cos, sin = rope_angles(pos, d)  # (B, T, D/2)
+    _check_triton(x, cos[:, :, None], sin[:, :, None], layout)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_triton_2d_angles_packed_images(seeded, nan_poison, layout):
+    i = torch.cat([torch.arange(3).repeat_interleave(5), torch.arange(4).repeat_interleave(2)])
+    j = torch.cat([torch.arange(5).repeat(3), torch.arange(2).repeat(4)])
+    cos, sin = rope_2d_angles(i, j, 16, base=100.0)  # (N, D/2)
+    _check_triton(torch.randn(1, 2, i.numel(), 16), cos, sin, layout)
+
+
+def test_triton_low_precision_and_1d_input(seeded, nan_poison):
+    cos, sin = rope_angles(torch.tensor(7), 10)  # (D/2,): a single position
+    _check_triton(torch.randn(10), cos, sin, "half")
+    x = torch.randn(2, 4, 6, 16).half()
+    c, s = rope_angles(6, 16)
+    assert_close("fp16", apply_rope(x, c, s, impl="reference"), apply_rope(x, c, s, impl="triton"))
 
 
 # --- GPU ----------------------------------------------------------------------------------------
@@ -299,3 +350,35 @@ def test_gpu_apply_rope_matches_cpu_fp64(seeded, dtype):
         out = apply_rope(x.cuda().to(dtype), cos.cuda(), sin.cuda(), layout)
         assert out.device.type == "cuda" and out.dtype == dtype
         assert_close(f"{layout} {dtype}", ref, out.cpu())
+
+
+@requires_cuda
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_gpu_triton_backward_and_2d(seeded, nan_poison, layout):
+    x = torch.randn(4, 1024, 16, 64, device="cuda", dtype=torch.bfloat16)  # (B, T, H, D)
+    cos, sin = rope_angles(torch.arange(1024, device="cuda"), 64)
+    x = x.requires_grad_(True)
+    out = apply_rope(x, cos[:, None], sin[:, None], layout, impl="triton")
+    ref = apply_rope(x.float(), cos[:, None], sin[:, None], layout, impl="reference")
+    assert_close("forward", ref, out)
+    dy = torch.randn_like(out)
+    (dx,) = torch.autograd.grad(out, x, dy)
+    # rotation is orthogonal: the gradient is the inverse rotation, so rotating it forward gives dy
+    back = apply_rope(dx.float(), cos[:, None], sin[:, None], layout, impl="reference")
+    assert_close("dx", dy.float(), back, ratio=1.6e-2)
+    i, j = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    c2, s2 = rope_2d_angles(i.flatten().cuda(), j.flatten().cuda(), 64)
+    q = torch.randn(2, 16, 1024, 64, device="cuda", dtype=torch.float32)
+    assert_close(
+        "2d",
+        apply_rope(q, c2, s2, layout, impl="reference"),
+        apply_rope(q, c2, s2, layout, impl="auto"),
+    )
+
+
+@pytest.mark.slow
+def test_bench_cpu_quick_runs():
+    from paperbricks.core_kernels.rope.bench import run
+
+    rows = run(quick=True, device="cpu")
+    assert rows and all(r.baseline == "HF eager rotate_half" and r.ms > 0 for r in rows)

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import torch
 
-from ..devices import Impl, select_impl
+from ..devices import Impl, import_triton, select_impl
 from .reference import _LAYOUTS, apply_rope_reference
 
 __all__ = ["apply_rope"]
+
+# Mirrors _triton's limits without importing triton at module import.
+_TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_MAX_LEADING = 4
+_MAX_PAIRS = 8192
 
 
 def apply_rope(
@@ -30,8 +35,9 @@ def apply_rope(
             (B, 1, T, D/2) for per-sequence positions. Its dtype may differ from ``x``'s.
         sin: like ``cos``, same shape.
         layout: ``"half"`` (HF ``rotate_half``, the default) or ``"interleaved"`` (GPT-J/Meta).
-        impl: ``"auto"`` or ``"reference"``. There is no fused RoPE kernel yet, so ``"triton"``
-            raises a ``ValueError``.
+        impl: ``"auto"`` (Triton for CUDA tensors when supported: float32/16/bf16 x with at most
+            4 leading dims, D/2 <= 8192, cos/sin not requiring grad; else the reference),
+            ``"reference"`` or ``"triton"`` (also on CPU under ``TRITON_INTERPRET=1``).
 
     Returns:
         (..., D) tensor in ``x.dtype`` (computed in float32, float64 for float64 inputs).
@@ -68,11 +74,25 @@ def apply_rope(
         raise ValueError(
             f"cos: expected a shape broadcastable to {pair_shape} (x's pairs), got {tuple(cos.shape)}"
         )
-    select_impl(
+    reasons = []
+    if x.dtype not in _TRITON_DTYPES:
+        reasons.append(f"x dtype {x.dtype} (the kernel takes float32, float16, bfloat16)")
+    if x.dim() - 1 > _MAX_LEADING:
+        reasons.append(f"x has {x.dim()} dims (the kernel takes at most {_MAX_LEADING + 1})")
+    if x.shape[-1] // 2 > _MAX_PAIRS:
+        reasons.append(f"D/2 = {x.shape[-1] // 2} > {_MAX_PAIRS}")
+    if cos.requires_grad or sin.requires_grad:
+        reasons.append("gradients w.r.t. cos/sin need the reference")
+    chosen = select_impl(
         impl,
         [x, cos, sin],
         op="apply_rope",
-        supported=False,
-        why_unsupported="no fused RoPE kernel yet (reference only)",
+        supported=not reasons,
+        why_unsupported="; ".join(reasons),
     )
-    return apply_rope_reference(x, cos, sin, layout)
+    if chosen == "reference":
+        return apply_rope_reference(x, cos, sin, layout)
+    import_triton()
+    from ._triton import RopeFunction
+
+    return RopeFunction.apply(x, cos, sin, layout == "interleaved")
