@@ -180,11 +180,12 @@ def _stages(dtype: torch.dtype, interpreted: bool) -> dict[str, int]:
     return {"num_warps": 4, "num_stages": 2 if dtype == torch.float32 else 3}
 
 
-def _blocks(m: int, n: int, k: int, interpreted: bool) -> tuple[int, int, int]:
+def _blocks(m: int, n: int, k: int, dtype: torch.dtype, interpreted: bool) -> tuple[int, int, int]:
     if interpreted:
         return 16, 16, 16
     bm = 64 if m >= 64 else 32 if m >= 32 else 16
-    bn = 128 if n >= 128 else max(16, triton.next_power_of_2(n))
+    bn_max = 64 if dtype == torch.float32 else 128  # fp32 tiles take twice the shared memory
+    bn = bn_max if n >= bn_max else max(16, triton.next_power_of_2(n))
     bk = 64 if k >= 64 else max(16, triton.next_power_of_2(k))
     return bm, bn, bk
 
@@ -210,7 +211,7 @@ def grouped_mm_triton(
     h = torch.empty((m, n_total), device=x.device, dtype=x.dtype) if (swiglu and store_h) else None
     if m == 0:
         return y, h
-    bm, bn, bk = _blocks(m, n, k, interpreted)
+    bm, bn, bk = _blocks(m, n, k, x.dtype, interpreted)
     h_arg = h if h is not None else y
     grid = (triton.cdiv(m, bm), triton.cdiv(n, bn))
     _grouped_mm_fwd_kernel[grid](
@@ -256,7 +257,7 @@ def grouped_mm_dw_triton(
     m, k = x.shape
     n = dy.shape[1]
     dw = torch.empty((num_experts, k, n), device=x.device, dtype=x.dtype)
-    bm, bn, bk = _blocks(m, n, k, interpreted)
+    bm, bn, bk = _blocks(m, n, k, x.dtype, interpreted)
     bm = 16 if interpreted else 64
     grid = (num_experts, triton.cdiv(k, bk), triton.cdiv(n, bn))
     _grouped_mm_bwd_kernel[grid](
