@@ -460,3 +460,49 @@ def test_fwht_triton_cuda_beyond_register_limit_routes_to_reference():
     x = torch.randn(2, 2 * TRITON_MAX_N, device="cuda")
     ref = fwht_reference(x.double())
     assert_close("n=65536 auto", ref, fwht(x))
+
+
+@pytest.mark.slow
+def test_bench_cpu_quick_runs():
+    from paperbricks.core_kernels.hadamard.bench import run
+
+    rows = run(quick=True, device="cpu")
+    assert {r.baseline for r in rows} == {"dense x@H.T", "x.clone() memcpy"}
+    assert all(r.ms > 0 and r.gbps is not None for r in rows)
+
+
+_AOT_COMPILE = r"""
+import triton, triton.language as tl
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from paperbricks.core_kernels.hadamard._triton import _fwht_fwd_kernel
+
+for n, block_m, dt, acc in [(1, 64, "fp32", tl.float32), (256, 16, "bf16", tl.float32),
+                            (64, 64, "fp64", tl.float64)]:
+    sig = {"X": "*" + dt, "Y": "*" + dt, "M": "i32", "scale": "fp32", "stride_xm": "i32",
+           "stride_ym": "i32", "N": "constexpr", "LOG_N": "constexpr", "BLOCK_M": "constexpr",
+           "ACC": "constexpr"}
+    consts = {"N": n, "LOG_N": n.bit_length() - 1, "BLOCK_M": block_m, "ACC": acc}
+    src = ASTSource(fn=_fwht_fwd_kernel, signature=sig, constexprs=consts)
+    kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
+    assert "cubin" in kernel.asm, n
+print("compiled")
+"""
+
+
+@pytest.mark.slow
+def test_fwht_kernel_compiles_for_sm90_without_a_gpu():
+    """The interpreter skips Triton's code generator; compile to a cubin ahead of time instead."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("triton")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    proc = subprocess.run(
+        [sys.executable, "-c", _AOT_COMPILE], capture_output=True, text=True, env=env, timeout=600
+    )
+    if "ImportError" in proc.stderr and "ASTSource" in proc.stderr:
+        pytest.skip("this triton has no ASTSource/GPUTarget ahead-of-time API")
+    assert proc.returncode == 0 and "compiled" in proc.stdout, proc.stderr[-3000:]

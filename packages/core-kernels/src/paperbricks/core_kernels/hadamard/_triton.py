@@ -18,6 +18,16 @@ _TILE_ELEMS = 4096
 
 
 @triton.jit
+def _fwht_stage(x, pair, sign, BLOCK_M: tl.constexpr, N: tl.constexpr, H: tl.constexpr):
+    """One butterfly stage: element i pairs with i + H inside blocks of 2H, (a, b) -> (a + b, a - b)."""
+    x4 = tl.reshape(x, (BLOCK_M, N // (2 * H), 2, H))  # (rows, blocks, pair, H)
+    plus = tl.sum(x4, axis=2)  # (rows, blocks, H)
+    minus = tl.sum(x4 * sign, axis=2)
+    x4 = tl.where(pair == 0, plus[:, :, None, :], minus[:, :, None, :])
+    return tl.reshape(x4, (BLOCK_M, N))
+
+
+@triton.jit
 def _fwht_fwd_kernel(
     X,
     Y,
@@ -38,14 +48,8 @@ def _fwht_fwd_kernel(
     x = x.to(ACC)  # float32 accumulation (float64 for float64 input)
     pair = tl.reshape(tl.arange(0, 2), (1, 1, 2, 1))  # which half of a butterfly pair
     sign = tl.where(pair == 0, 1.0, -1.0)  # (1, 1, 2, 1)
-    for s in tl.static_range(LOG_N):
-        H: tl.constexpr = 1 << s
-        # element i pairs with i + H inside blocks of 2H: (a, b) -> (a + b, a - b)
-        x4 = tl.reshape(x, (BLOCK_M, N // (2 * H), 2, H))
-        plus = tl.sum(x4, axis=2)  # (BLOCK_M, N // 2H, H)
-        minus = tl.sum(x4 * sign, axis=2)
-        x4 = tl.where(pair == 0, plus[:, :, None, :], minus[:, :, None, :])
-        x = tl.reshape(x4, (BLOCK_M, N))
+    for s in tl.static_range(LOG_N):  # unrolled: the stage width 2^s is a compile-time constant
+        x = _fwht_stage(x, pair, sign, BLOCK_M, N, 1 << s)
     x = x * scale
     tl.store(
         Y + rows[:, None] * stride_ym + cols[None, :],

@@ -377,23 +377,31 @@ def hadamard_construction(n: int) -> str:
     return describe(k) + (f" ⊗ sylvester({pw})" if pw > 1 else "")
 
 
+@functools.lru_cache(maxsize=64)
 def _primitive_np(k: int) -> np.ndarray:
     r = _primitive_recipe(k)
     assert r is not None
     if r[0] == "sylvester":
-        return np.ones((1, 1), dtype=np.int8)
-    if r[0] == "paley1":
-        return _paley_np(r[1], 1)
-    if r[0] == "paley2":
-        return _paley_np(r[1], 2)
-    return np.kron(_primitive_np(r[1]), _primitive_np(r[2]))
+        h = np.ones((1, 1), dtype=np.int8)
+    elif r[0] == "paley1":
+        h = _paley_np(r[1], 1)
+    elif r[0] == "paley2":
+        h = _paley_np(r[1], 2)
+    else:
+        h = np.kron(_primitive_np(r[1]), _primitive_np(r[2]))
+    h.flags.writeable = False  # shared by the cache
+    return h
 
 
-@functools.lru_cache(maxsize=32)
-def _hadamard_int8(n: int) -> torch.Tensor:
+def _build_int8(n: int) -> torch.Tensor:
     k, pw = _plan(n)  # type: ignore[misc]
     h = _sylvester_np(pw) if k == 1 else np.kron(_primitive_np(k), _sylvester_np(pw))
     return torch.from_numpy(np.ascontiguousarray(h))
+
+
+#: Orders up to this are kept in the int8 cache; larger ones (up to n² bytes) are rebuilt per call.
+_CACHE_MAX_ORDER = 4096
+_cached_int8 = functools.lru_cache(maxsize=64)(_build_int8)
 
 
 def hadamard_matrix(
@@ -405,8 +413,9 @@ def hadamard_matrix(
     """The (unnormalised, ±1) Hadamard matrix of order n used throughout this module.
 
     ``hadamard_matrix(n) = H_K ⊗ H_{2^p}`` with ``(K, 2^p) = hadamard_size_plan(n)``; H_K comes from
-    Paley I/II or a Kronecker product, H_{2^p} from Sylvester. Deterministic and cached (int8,
-    CPU): every call returns a fresh copy. It is *a* Hadamard matrix, not QuaRot's table entry.
+    Paley I/II or a Kronecker product, H_{2^p} from Sylvester. Deterministic; orders up to 4096
+    are cached as int8 on the CPU (larger ones are rebuilt from the cached H_K), and every call
+    returns a fresh tensor. It is *a* Hadamard matrix, not QuaRot's table entry.
 
     Args:
         n: the order, a positive int with a construction (see :func:`hadamard_size_plan`).
@@ -429,8 +438,9 @@ def hadamard_matrix(
         raise _no_construction(n)
     if not isinstance(dtype, torch.dtype):
         raise TypeError(f"dtype: expected a torch.dtype, got {dtype!r}")
-    h = _hadamard_int8(n)
-    return h.to(device=device, dtype=dtype, copy=True)
+    if n <= _CACHE_MAX_ORDER:
+        return _cached_int8(n).to(device=device, dtype=dtype, copy=True)
+    return _build_int8(n).to(device=device, dtype=dtype)
 
 
 def sylvester_hadamard(n: int) -> torch.Tensor:
