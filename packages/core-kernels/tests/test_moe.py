@@ -25,6 +25,7 @@ from paperbricks.core_kernels.moe import (
     moe_decode,
     moe_ffn,
     permute,
+    resolve_grouped_impl,
     topk_route,
     torch_grouped_mm_unsupported_reason,
     unpermute,
@@ -193,6 +194,8 @@ def test_grouped_mm_auto_on_cpu_is_correct(seeded):
     assert_close(
         "auto", _oracle_mm(x.double(), w.double(), counts), grouped_mm(x, w, _offsets(counts))
     )
+    assert resolve_grouped_impl("auto", x, w) == "torch"  # legal for the CPU kernel
+    assert resolve_grouped_impl("auto", x[:, :7], w[:, :7]) == "reference"  # 28-byte rows
     x64, w64 = x.double(), w.double()  # float64: auto must fall back to the loop, not fail
     assert_close("auto fp64", _oracle_mm(x64, w64, counts), grouped_mm(x64, w64, _offsets(counts)))
 
@@ -544,6 +547,31 @@ def test_config_validation():
         layer(torch.randn(3, 8, dtype=torch.float64))
     with pytest.raises(TypeError, match="float64"):
         layer(torch.randn(3, 16))
+
+
+@pytest.mark.parametrize("impl", ["triton", "torch", "reference"])
+def test_fast_paths_never_read_tensors_on_the_host(seeded, monkeypatch, impl):
+    """CPU proxy for the CUDA sync check: .item()/.tolist() are forbidden outside the reference."""
+    layer = _layer(dtype=torch.float32, impl=impl, num_shared_experts=1, decode_max_tokens=0)
+    x = torch.randn(11, 16)
+    if impl == "torch":
+        _skip_unless_torch_gmm(x, layer.w1)
+
+    def forbidden(self, *args, **kwargs):
+        raise RuntimeError("host read of a tensor (.item()/.tolist())")
+
+    monkeypatch.setattr(torch.Tensor, "item", forbidden)
+    monkeypatch.setattr(torch.Tensor, "tolist", forbidden)
+
+    def step():
+        y, aux = layer(x)
+        (y.square().sum() + aux["aux_loss"]).backward()
+
+    if impl == "reference":  # negative control: the reference loop does read the offsets
+        with pytest.raises(RuntimeError, match="host read"):
+            step()
+    else:
+        step()
 
 
 # --- GPU (run by the GPU-check script) -----------------------------------------------------------
