@@ -93,11 +93,11 @@ def satisfies(version: str, specifier: str) -> bool:
             raise ValueError(f"unsupported version clause {clause!r}")
         op, raw = m.groups()
         parts = [int(x) for x in raw.split(".")]
-        target = tuple((parts + [0, 0, 0])[:3])
+        target = tuple(([*parts, 0, 0, 0])[:3])
         if op == "~=":
             upper = list(parts[:-1])
             upper[-1] += 1
-            ok = v >= target and v < tuple((upper + [0, 0, 0])[:3])
+            ok = v >= target and v < tuple(([*upper, 0, 0, 0])[:3])
         else:
             ok = {
                 ">=": v >= target,
