@@ -16,14 +16,24 @@ from each input) or static (calibrated, :func:`calibrate_scale_zero`).
   :func:`dequantize`, :func:`fake_quant` (straight-through estimator, gradient masked where
   clipped), :class:`LearnableFakeQuant` (LSQ learned scale).
 - :func:`pack_int4` / :func:`unpack_int4`: two codes per byte, even element in the low nibble.
-- :func:`int_matmul`: exact int8 x int8 -> int32 GEMM via ``torch._int_mm`` or an exact fallback.
+- :func:`int_matmul`: exact int8 x int8 -> int32 GEMM via ``torch._int_mm`` or an exact fallback;
+  :func:`w8a8_matmul`: the int8 GEMM with per-token/per-channel scales applied in the epilogue
+  (Triton on CUDA).
 - :func:`mse_clip_search`, :func:`search_clip_ratio`: grid search of the clip ratio.
+- :func:`quantize_kv`: static per-head K/V-cache quantization (Triton on CUDA).
 - :func:`rms_norm_quant`: RMSNorm fused with static per-tensor int8 quantization (Triton on CUDA,
   same codes as the float32 reference).
 """
 
 from .learnable import LearnableFakeQuant
-from .ops import INT_MATMUL_MAX_K, int_matmul, int_mm_supported, rms_norm_quant
+from .ops import (
+    INT_MATMUL_MAX_K,
+    int_matmul,
+    int_mm_supported,
+    quantize_kv,
+    rms_norm_quant,
+    w8a8_matmul,
+)
 from .reference import (
     DEFAULT_CLIP_GRID,
     ClipSearchResult,
@@ -58,9 +68,11 @@ __all__ = [
     "mse_clip_search",
     "pack_int4",
     "quantize",
+    "quantize_kv",
     "rms_norm_quant",
     "rms_norm_quant_reference",
     "scale_shape",
     "search_clip_ratio",
     "unpack_int4",
+    "w8a8_matmul",
 ]

@@ -5,12 +5,15 @@ On CUDA (``device="cuda"``, realistic sizes, bf16):
 - the fused Triton ``rms_norm_quant`` against the unfused torch path (``F.rms_norm`` then a
   static per-tensor ``quantize``) and against a dynamic per-token quant after the norm, at
   N = 4096 and 16384 tokens x D = 4096 (GB/s counts reading x and w and writing the int8 codes);
-- ``int_matmul`` (``torch._int_mm``) against fp32 and bf16 ``torch.matmul`` of the same shape.
+- ``int_matmul`` (``torch._int_mm``) against fp32 and bf16 ``torch.matmul`` of the same shape;
+- the Triton ``w8a8_matmul`` (int8 GEMM with the scale epilogue fused) against ``int_matmul``
+  followed by the torch epilogue, and against a bf16 ``F.linear``, at M = 4096 (and 16384) x 4096².
 
 On the CPU the Triton kernel would run in the interpreter, whose timings mean nothing, so its rows
 are skipped: the unfused torch static path is timed against torch dynamic per-token quantization
-(the baseline named in the speed-bar table), and ``int_matmul`` against fp32 matmul and against
-its own exact float64 fallback. Quick mode finishes in a few seconds on a 2-core CPU.
+(the baseline named in the speed-bar table), ``int_matmul`` against fp32 matmul and against its
+own exact float64 fallback, and the reference ``w8a8_matmul`` against an fp32 ``F.linear``.
+Quick mode finishes in about 20 s on a busy 2-core CPU.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import torch.nn.functional as F
 
 from ..devices import resolve_device
 from ..testing import BenchResult, bench
-from .ops import int_matmul, rms_norm_quant
+from .ops import int_matmul, rms_norm_quant, w8a8_matmul
 from .reference import compute_scale_zero, quantize
 from .spec import QuantSpec
 
@@ -132,6 +135,45 @@ def _int_mm_rows(m: int, k: int, n: int, dev: torch.device, cuda: bool) -> list[
     return rows
 
 
+def _w8a8_rows(m: int, k: int, n: int, dev: torch.device, cuda: bool) -> list[BenchResult]:
+    g = torch.Generator(device=dev).manual_seed(0)
+    a = torch.randint(-128, 128, (m, k), generator=g, device=dev, dtype=torch.int8)
+    w = torch.randint(-128, 128, (n, k), generator=g, device=dev, dtype=torch.int8)
+    sa = torch.rand(m, 1, generator=g, device=dev) / 100
+    sw = torch.rand(n, 1, generator=g, device=dev) / 100
+    meta = {"M": m, "K": k, "N": n, "out": "bf16"}
+    flops = 2.0 * m * k * n
+    impl = "triton" if cuda else "reference"
+
+    def cand() -> torch.Tensor:
+        return w8a8_matmul(a, w, sa, sw, impl=impl)
+
+    if cuda:
+        xh, wh = a.bfloat16(), w.bfloat16()
+        baselines = [
+            (
+                "int_matmul + torch scale epilogue",
+                lambda: w8a8_matmul(a, w, sa, sw, impl="reference"),
+            ),
+            ("bf16 F.linear", lambda: F.linear(xh, wh)),
+        ]
+    else:
+        xf, wf = a.float(), w.float()
+        baselines = [("fp32 F.linear", lambda: F.linear(xf, wf))]
+    return [
+        bench(
+            cand,
+            fn,
+            name=f"w8a8_matmul {impl} {m}x{k}x{n}",
+            baseline_name=name,
+            flops=flops,
+            meta=meta,
+            device=dev.type,
+        )
+        for name, fn in baselines
+    ]
+
+
 def run(*, quick: bool = True, device: str = "auto") -> list[BenchResult]:
     """Time the quant ops against their named baselines; see the module docstring."""
     dev = resolve_device(device)
@@ -142,8 +184,10 @@ def run(*, quick: bool = True, device: str = "auto") -> list[BenchResult]:
             rows += _norm_quant_rows(n, 4096, torch.bfloat16, dev, fused=True)
         for m in (4096,) if quick else (4096, 16384):
             rows += _int_mm_rows(m, 4096, 4096, dev, cuda=True)
+            rows += _w8a8_rows(m, 4096, 4096, dev, cuda=True)
     else:
         rows += _norm_quant_rows(2048 if quick else 8192, 1024, torch.float32, dev, fused=False)
         s = 256 if quick else 1024
         rows += _int_mm_rows(s, s, s, dev, cuda=False)
+        rows += _w8a8_rows(s, s, s, dev, cuda=False)
     return rows

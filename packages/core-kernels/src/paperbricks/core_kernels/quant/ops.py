@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 import torch.nn.functional as F
 
 from ..devices import select_impl
-from .reference import int_matmul_reference, rms_norm_quant_reference
+from .reference import int_matmul_reference, quantize, rms_norm_quant_reference
+from .spec import QuantSpec, scale_shape
 
-__all__ = ["INT_MATMUL_MAX_K", "int_matmul", "int_mm_supported", "rms_norm_quant"]
+__all__ = [
+    "INT_MATMUL_MAX_K",
+    "int_matmul",
+    "int_mm_supported",
+    "quantize_kv",
+    "rms_norm_quant",
+    "w8a8_matmul",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -187,3 +196,157 @@ def rms_norm_quant(
     if return_normed and y is not None:
         return q, y.reshape(x.shape)
     return q
+
+
+def _per_row_scale(
+    scale: torch.Tensor, rows: int, lead: tuple[int, ...], name: str
+) -> torch.Tensor:
+    """A per-tensor or per-row scale as a float32 vector of 1 or ``rows`` elements."""
+    if not isinstance(scale, torch.Tensor) or not scale.is_floating_point():
+        raise TypeError(
+            f"{name}: expected a float tensor, got {getattr(scale, 'dtype', type(scale).__name__)}"
+        )
+    if scale.numel() == 1:
+        return scale.reshape(1).to(torch.float32)
+    if scale.numel() == rows and tuple(scale.shape) in ((*lead, 1), tuple(lead), (rows,)):
+        return scale.reshape(rows).to(torch.float32)
+    raise ValueError(
+        f"{name}: expected one scale or one per row, shape () / (1,) / {(*lead, 1)} / {tuple(lead)}, "
+        f"got {tuple(scale.shape)}"
+    )
+
+
+def w8a8_matmul(
+    a: torch.Tensor,
+    w: torch.Tensor,
+    a_scale: torch.Tensor,
+    w_scale: torch.Tensor,
+    *,
+    out_dtype: torch.dtype = torch.bfloat16,
+    impl: str = "auto",
+) -> torch.Tensor:
+    """W8A8 linear layer: ``y = (a @ wᵀ) · s_a · s_wᵀ`` from int8 codes, int32-exact accumulation.
+
+    The Triton kernel accumulates ``tl.dot`` int8 x int8 -> int32 tiles and applies the scales in
+    the epilogue, in the same float32 order as the reference (``int_matmul`` then
+    ``acc.float() · s_a · s_w``), so the two agree bit for bit. No bias: add it afterwards.
+
+    Args:
+        a: ``int8`` activation codes ``(..., K)`` (symmetric, e.g. per-token dynamic).
+        w: ``int8`` weight codes ``(N, K)``, the ``nn.Linear`` layout.
+        a_scale: float, one per tensor (``()``/``(1,)``) or one per token (``(..., 1)``).
+        w_scale: float, one per tensor or one per output channel (``(N, 1)`` or ``(N,)``).
+        out_dtype: output float dtype, default bfloat16.
+        impl: ``"auto"`` (Triton for CUDA inputs) | ``"reference"`` | ``"triton"``.
+
+    Returns:
+        ``(..., N)`` tensor of ``out_dtype``.
+
+    Examples:
+        >>> a = torch.tensor([[1, 2]], dtype=torch.int8)
+        >>> w = torch.tensor([[3, 4], [-1, 0]], dtype=torch.int8)
+        >>> w8a8_matmul(a, w, torch.tensor(0.5), torch.tensor([1.0, 2.0]), out_dtype=torch.float32, impl="reference").tolist()
+        [[5.5, -1.0]]
+    """
+    for name, t in (("a", a), ("w", w)):
+        if not isinstance(t, torch.Tensor) or t.dtype != torch.int8:
+            raise TypeError(
+                f"{name}: expected an int8 tensor, got {getattr(t, 'dtype', type(t).__name__)}"
+            )
+    if a.dim() < 1 or w.dim() != 2 or a.shape[-1] != w.shape[1]:
+        raise ValueError(
+            f"a, w: expected (..., K) and (N, K), got {tuple(a.shape)} and {tuple(w.shape)}"
+        )
+    if out_dtype not in _FLOATS:
+        raise TypeError(f"out_dtype: expected a float dtype, got {out_dtype}")
+    n, k = w.shape
+    if k > INT_MATMUL_MAX_K:
+        raise ValueError(f"a, w: K={k} exceeds {INT_MATMUL_MAX_K}, beyond which int32 can overflow")
+    lead = tuple(a.shape[:-1])
+    a2 = a.reshape(-1, k)  # (M, K)
+    m = a2.shape[0]
+    sa = _per_row_scale(a_scale, m, lead, "a_scale")
+    sw = _per_row_scale(w_scale, n, (n,), "w_scale")
+    for name, t in (("a_scale", sa), ("w_scale", sw), ("w", w)):
+        if t.device != a.device:
+            raise ValueError(f"{name}: is on {t.device} but a is on {a.device}")
+    which = select_impl(impl, (a2, w, sa, sw), op="quant.w8a8_matmul")
+    if which == "triton":
+        from ._triton import w8a8_matmul_triton
+
+        out = w8a8_matmul_triton(a2, w, sa.contiguous(), sw.contiguous(), out_dtype)
+    else:
+        acc = int_matmul(a2, w.t())  # (M, N) int32, exact
+        out = (acc.to(torch.float32) * sa[:, None] * sw[None, :]).to(out_dtype)
+    return out.reshape(*lead, n)
+
+
+def quantize_kv(
+    x: torch.Tensor,
+    scale: torch.Tensor,
+    zero: torch.Tensor | None = None,
+    spec: QuantSpec | None = None,
+    *,
+    impl: str = "auto",
+) -> torch.Tensor:
+    """Static per-head quantization of a K or V cache (fused in Triton on CUDA).
+
+    Same result as ``quantize(x, scale, zero, spec)`` with a ``"head"`` spec, bit for bit:
+    ``q = clamp(round(x · (1/s_h)) + z_h, qmin, qmax)`` with one calibrated scale per head.
+
+    Args:
+        x: ``(B, H, T, D)`` float tensor (or any layout, with ``spec.axis`` naming the head axis).
+        scale: ``(H,)`` positive float scales (or the keepdim shape ``scale_shape(x.shape, spec)``).
+        zero: ``(H,)`` integer zero points for asymmetric specs; None means 0.
+        spec: a ``granularity="head"`` spec; default ``QuantSpec(bits=8, granularity="head",
+            dynamic=False)`` (symmetric int8, heads on axis 1).
+        impl: ``"auto"`` (Triton for CUDA inputs) | ``"reference"`` | ``"triton"``.
+
+    Returns:
+        codes of ``x.shape`` (``int8`` symmetric, ``uint8`` asymmetric).
+
+    Examples:
+        >>> k = torch.tensor([[[[0.5, -1.0]], [[3.0, 2.0]]]])  # (B=1, H=2, T=1, D=2)
+        >>> quantize_kv(k, torch.tensor([0.5, 0.25]), impl="reference").flatten().tolist()
+        [1, -2, 12, 8]
+    """
+    spec = QuantSpec(bits=8, granularity="head", dynamic=False) if spec is None else spec
+    if not isinstance(spec, QuantSpec) or spec.granularity != "head":
+        raise ValueError(f"spec: expected a QuantSpec with granularity='head', got {spec!r}")
+    if not isinstance(x, torch.Tensor) or x.dtype not in _FLOATS:
+        raise TypeError(f"x: expected a float tensor, got {getattr(x, 'dtype', type(x).__name__)}")
+    target = scale_shape(x.shape, spec)  # validates the head axis
+    axis = int(spec.resolved_axis or 0) % x.dim()
+    h = x.shape[axis]
+    if not isinstance(scale, torch.Tensor) or not scale.is_floating_point():
+        raise TypeError(f"scale: expected a float tensor of {h} per-head scales")
+    if scale.numel() != h or tuple(scale.shape) not in ((h,), target):
+        raise ValueError(f"scale: expected shape ({h},) or {target}, got {tuple(scale.shape)}")
+    if zero is not None and (zero.numel() != h or tuple(zero.shape) not in ((h,), target)):
+        raise ValueError(f"zero: expected shape ({h},) or {target}, got {tuple(zero.shape)}")
+    if spec.symmetric and zero is not None and bool((zero != 0).any()):
+        raise ValueError("zero: symmetric specs have zero point 0, got a non-zero zero point")
+    which = select_impl(
+        impl,
+        (x, scale),
+        op="quant.quantize_kv",
+        supported=x.dtype != torch.float64,
+        why_unsupported="float64 inputs are quantized in float64 by the reference only",
+    )
+    if which == "reference":
+        return quantize(
+            x, scale.reshape(target), None if zero is None else zero.reshape(target), spec
+        )
+    inv = 1.0 / scale.detach().reshape(h).to(torch.float32)
+    z = (
+        torch.zeros(h, dtype=torch.float32, device=x.device)
+        if zero is None
+        else zero.reshape(h).to(torch.float32)
+    )
+    outer = math.prod(x.shape[:axis])
+    inner = math.prod(x.shape[axis + 1 :])
+    from ._triton import quantize_kv_triton
+
+    x3 = x.contiguous().reshape(outer, h, inner)  # (OUTER, H, INNER)
+    q = quantize_kv_triton(x3, inv, z, spec.qmin, spec.qmax, spec.code_dtype)
+    return q.reshape(x.shape)
