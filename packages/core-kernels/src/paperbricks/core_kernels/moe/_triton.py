@@ -148,17 +148,17 @@ def _grouped_mm_bwd_kernel(
     for m0 in range(start, end, BLOCK_M):
         rows = m0 + ms
         r_ok = rows < end
-        xt = tl.load(
-            x_ptr + rows[None, :] * stride_xm + kk[:, None] * stride_xk,
-            mask=r_ok[None, :] & k_ok[:, None],
+        xb = tl.load(
+            x_ptr + rows[:, None] * stride_xm + kk[None, :] * stride_xk,
+            mask=r_ok[:, None] & k_ok[None, :],
             other=0.0,
-        )  # (BK, BM) = x_blockᵀ
+        )  # (BM, BK)
         g = tl.load(
             dy_ptr + rows[:, None] * stride_dym + cols[None, :] * stride_dyn,
             mask=r_ok[:, None] & col_ok[None, :],
             other=0.0,
         )  # (BM, BN)
-        acc = tl.dot(xt, g, acc, input_precision=PRECISION)
+        acc = tl.dot(tl.trans(xb), g, acc, input_precision=PRECISION)  # x_blockᵀ @ dy_block
     tl.store(
         dw_ptr
         + tl.cast(e, tl.int64) * stride_dwe
