@@ -284,6 +284,8 @@ def test_random_hadamard_orthonormal_and_seeded():
     q = random_hadamard(n, seed=3, dtype=torch.float64)
     assert_close("QQᵀ", torch.eye(n, dtype=torch.float64), q @ q.T)
     assert torch.equal(q, random_hadamard(n, seed=3, dtype=torch.float64))
+    for dt in (torch.float32, torch.bfloat16):  # each entry is ±1/√n rounded once
+        assert torch.equal(random_hadamard(n, seed=3, dtype=dt), q.to(dt))
     assert not torch.equal(q, random_hadamard(n, seed=4, dtype=torch.float64))
     g = torch.Generator().manual_seed(3)
     assert torch.equal(q, random_hadamard(n, generator=g, dtype=torch.float64))

@@ -260,7 +260,7 @@ def random_hadamard(
         seed: seeds a fresh CPU generator (exclusive with ``generator``); one of them is required,
             there is no global-RNG default.
         generator: a CPU ``torch.Generator`` to draw σ from (advanced by n draws).
-        dtype: floating dtype of the result (default float32; built in float64, cast once).
+        dtype: floating dtype of the result (default float32; entries are ±1/sqrt(n) rounded once).
         device: where to put the result (default CPU).
 
     Returns:
@@ -277,7 +277,8 @@ def random_hadamard(
     """
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"random_hadamard: dtype must be a floating torch.dtype, got {dtype!r}")
-    h = hadamard_matrix(n, dtype=torch.float64)  # (n, n); validates n
+    h = hadamard_matrix(n, dtype=dtype, device=device)  # (n, n); validates n
     sigma = _draw_signs(n, seed, generator, "random_hadamard")  # (n,)
-    q = h * sigma.to(torch.float64)[None, :] / math.sqrt(n)  # H · diag(σ) / sqrt(n)
-    return q.to(device=device, dtype=dtype)
+    # ±1 · (σ_j / sqrt(n)) is exact, so every entry is 1/sqrt(n) rounded once to dtype
+    col = (sigma.to(torch.float64) / math.sqrt(n)).to(device=device, dtype=dtype)  # (n,)
+    return h * col[None, :]  # H · diag(σ) / sqrt(n)
