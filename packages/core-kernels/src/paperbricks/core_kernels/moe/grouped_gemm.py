@@ -94,6 +94,8 @@ def torch_grouped_mm_unsupported_reason(x: torch.Tensor, w: torch.Tensor) -> str
     k, n = w.shape[1], w.shape[2]
     if (k * size) % 16 or (n * size) % 16:
         return f"K={k} and N={n} must give rows of a multiple of 16 bytes ({size}-byte elements)"
+    if any((st * size) % 16 for st in w.stride() if st != 1):
+        return f"w strides {tuple(w.stride())} must be multiples of 16 bytes (except the unit one)"
     if x.data_ptr() % 16 or w.data_ptr() % 16:
         return "data pointers must be 16-byte aligned"
     if x.device.type == "cuda":
