@@ -113,11 +113,13 @@ def _as_param(
     axis = spec.resolved_axis
     if axis is not None and t.dim() == 1 and t.numel() == x.shape[axis]:
         return t.reshape(target)  # a (C,) per-channel vector
-    try:
-        if torch.broadcast_shapes(tuple(t.shape), target) == target:
-            return t.expand(target)
-    except RuntimeError:
-        pass
+    shape = tuple(t.shape)
+    if len(shape) <= len(target) and all(
+        a in (1, b) for a, b in zip(reversed(shape), reversed(target), strict=False)
+    ):
+        return t.expand(
+            target
+        )  # broadcasts (checked by hand: torch.broadcast_shapes is slow to fail)
     raise ValueError(
         f"{name}: expected shape {target} (granularity={spec.granularity!r} for x of shape "
         f"{tuple(x.shape)}) or one that broadcasts to it, got {tuple(t.shape)}"
