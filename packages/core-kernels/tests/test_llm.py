@@ -753,3 +753,12 @@ def test_forced_score_choices_on_cuda_bf16():
     scores = b.score_choices(MSGS, ["left", "up", "cat"])
     assert max(range(3), key=scores.__getitem__) == 1
     assert scores[1] > -0.05 and scores[0] < -7.0
+
+
+@pytest.mark.slow
+def test_bench_quick_cpu_runs():
+    from paperbricks.core_kernels.llm.bench import run
+
+    rows = run(quick=True, device="cpu")
+    assert len(rows) == 2
+    assert all(r.ms > 0 and r.baseline_ms > 0 for r in rows)

@@ -22,6 +22,7 @@ __all__ = [
     "ChatResult",
     "Message",
     "ScoringBackend",
+    "check_candidates",
     "check_chat_args",
     "normalize_messages",
     "score_choices",

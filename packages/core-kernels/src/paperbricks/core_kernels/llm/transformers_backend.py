@@ -66,7 +66,8 @@ class TransformersBackend:
             built model (``PreTrainedModel`` returning ``.logits``).
         tokenizer: a tokenizer object, a local tokenizer directory, or None (default): load it
             from ``path_or_model`` when that is a directory; required when a model object is given.
-        device: where the model runs (default ``"cpu"``); the model is moved there.
+        device: where the model runs (default ``"cpu"``). The model is moved there and put in
+            eval mode; for a model object this happens in place (``nn.Module.to``/``eval``).
         dtype: optional ``torch.dtype`` to load/cast the model in (default: as saved).
         batch_size: candidates per forward pass in :meth:`score_choices` (default 16).
 
