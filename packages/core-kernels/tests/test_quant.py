@@ -697,3 +697,12 @@ def test_quantize_kv_cuda(symmetric):
     assert_bitwise_equal(
         out.cpu(), quantize(x, s, None if symmetric else z, spec), "kv cuda vs cpu"
     )
+
+
+@pytest.mark.slow
+def test_bench_quick_cpu_runs():
+    from paperbricks.core_kernels.quant.bench import run
+
+    rows = run(quick=True, device="cpu")
+    assert len(rows) == 4
+    assert all(r.ms > 0 and r.baseline_ms > 0 and r.baseline for r in rows)

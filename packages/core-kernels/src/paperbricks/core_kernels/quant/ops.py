@@ -1,8 +1,7 @@
-"""Public dispatching ops of ``quant``: ``int_matmul`` and the fused ``rms_norm_quant``."""
+"""Public dispatching ops of ``quant``: integer GEMMs and the fused Triton-backed kernels."""
 
 from __future__ import annotations
 
-import logging
 import math
 
 import torch
@@ -20,8 +19,6 @@ __all__ = [
     "rms_norm_quant",
     "w8a8_matmul",
 ]
-
-logger = logging.getLogger(__name__)
 
 #: Largest inner dim for which an int8 x int8 product cannot overflow the int32 accumulator:
 #: ``128 · 128 · K ≤ 2^31 − 1``.
@@ -105,6 +102,9 @@ def int_matmul(a: torch.Tensor, b: torch.Tensor, *, backend: str = "auto") -> to
     if backend == "fallback" or not usable:
         out = int_matmul_reference(a2, b)
     elif int_mm_supported(m, k, n, dev):
+        if dev.type == "cuda":  # cuBLASLt wants each operand row- or column-major
+            a2 = a2.contiguous()
+            b = b if 1 in b.stride() else b.contiguous()
         out = torch._int_mm(a2, b)
     else:  # CUDA with shapes _int_mm rejects: zero-pad (exact) up to its constraints
         mp, kp, np_ = max(m, 17), -(-k // 8) * 8, -(-n // 8) * 8
