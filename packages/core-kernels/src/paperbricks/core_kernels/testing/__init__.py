@@ -9,6 +9,8 @@
 - :func:`bench`: time a candidate against a *named* baseline in the same run.
 - :data:`requires_cuda`, :func:`require_gpu`: GPU gating (``REQUIRE_GPU=1`` turns skips into failures).
 - :func:`triton_interpreted`, :func:`interpreter_env`: running Triton kernels on the CPU.
+- :func:`tiny_llama_config`, :func:`tiny_tokenizer`, :func:`synthetic_text`: offline tiny
+  factories (from :mod:`.factories`; transformers/tokenizers are imported only when called).
 
 The pytest plugin (``paperbricks.core_kernels.testing.plugin``) is registered as a ``pytest11``
 entry point, so every package's tests get the markers, the RNG-restoring fixture, ``seeded``,
@@ -31,6 +33,7 @@ from typing import Any
 import torch
 
 from ..devices import triton_interpreted
+from .factories import synthetic_text, tiny_llama_config, tiny_tokenizer
 
 __all__ = [
     "DEFAULT_RATIOS",
@@ -44,6 +47,9 @@ __all__ = [
     "require_gpu",
     "requires_cuda",
     "rms_error_ratio",
+    "synthetic_text",
+    "tiny_llama_config",
+    "tiny_tokenizer",
     "triton_interpreted",
 ]
 
