@@ -265,6 +265,8 @@ def test_fd_errors() -> None:
         frechet_distance(torch.full((3, 4), float("nan")), x)
     with pytest.raises(ValueError, match="positive semi-definite"):
         trace_sqrt_product(-torch.eye(4, dtype=F64), torch.eye(4, dtype=F64))
+    with pytest.raises(ValueError, match="b: expected a positive semi-definite"):
+        trace_sqrt_product(torch.eye(4, dtype=F64), torch.diag(torch.tensor([1.0, 2.0, -1.0, 3.0])))
     with pytest.raises(ValueError, match="square"):
         trace_sqrt_product(torch.ones(3, 4), torch.ones(3, 4))
     with pytest.raises(TypeError, match="x"):

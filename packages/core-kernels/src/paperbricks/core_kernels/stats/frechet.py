@@ -82,11 +82,19 @@ def _sqrt_resolved(lam: torch.Tensor) -> torch.Tensor:
 
 
 def _trace_sqrt_eigh(sa: torch.Tensor, sb: torch.Tensor) -> torch.Tensor:
-    root_a = _psd_sqrt("sigma_a", sa)  # (..., D, D)
-    _psd_sqrt("sigma_b", sb)  # only the PSD check; the value is not needed
+    root_a = _psd_sqrt("a", sa)  # (..., D, D)
     m = root_a @ sb @ root_a
     m = 0.5 * (m + m.transpose(-1, -2))
-    return _sqrt_resolved(torch.linalg.eigvalsh(m)).sum(dim=-1)
+    mu = torch.linalg.eigvalsh(m)  # (..., D) ascending
+    # By Sylvester's law of inertia M is PSD when Σb is; a clearly negative eigenvalue means Σb
+    # is indefinite (checked here rather than with a third eigendecomposition).
+    scale = mu.abs().amax(dim=-1).clamp_min(torch.finfo(torch.float64).tiny)
+    if bool((mu[..., 0] < -_PSD_RTOL * scale).any()):
+        raise ValueError(
+            "b: expected a positive semi-definite covariance, but Σa^{1/2} Σb Σa^{1/2} has an "
+            f"eigenvalue of {(mu[..., 0] / scale).min().item():.3e} relative to the largest"
+        )
+    return _sqrt_resolved(mu).sum(dim=-1)
 
 
 def _trace_sqrt_eigvals(sa: torch.Tensor, sb: torch.Tensor) -> torch.Tensor:
