@@ -30,6 +30,7 @@ def test_tiny_llama_config_defaults_and_overrides():
     assert (cfg.num_attention_heads, cfg.num_key_value_heads) == (4, 2)
     assert not cfg.tie_word_embeddings
     assert tiny_llama_config(num_hidden_layers=1, hidden_size=64).num_hidden_layers == 1
+    assert tiny_llama_config(attn_implementation="eager")._attn_implementation == "eager"
     with pytest.raises(TypeError, match="hiden_size"):
         tiny_llama_config(hiden_size=64)
 

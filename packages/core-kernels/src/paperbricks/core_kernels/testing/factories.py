@@ -14,6 +14,7 @@ transformers and tokenizers are the optional ``hf`` extra and are imported insid
 
 from __future__ import annotations
 
+import inspect
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -117,7 +118,10 @@ def tiny_llama_config(**overrides: Any) -> Any:
         "bos_token_id": 1,
         "eos_token_id": 2,
     }
-    known = set(LlamaConfig().to_dict())
+    # Fields of the config, its constructor's arguments, and the legacy/loader keywords that
+    # LlamaConfig still accepts and maps (rope_theta -> rope_parameters in transformers 5).
+    known = set(LlamaConfig().to_dict()) | set(inspect.signature(LlamaConfig.__init__).parameters)
+    known |= {"attn_implementation", "rope_theta", "rope_scaling"}
     unknown = sorted(set(overrides) - known - set(params))
     if unknown:
         raise TypeError(f"tiny_llama_config: unknown LlamaConfig field(s) {unknown}")
