@@ -27,6 +27,7 @@ import math
 import torch
 import triton
 import triton.language as tl
+from torch.autograd.function import once_differentiable
 
 from .triton_blocks import (
     causal_keep,
@@ -381,6 +382,8 @@ def _launch_bwd(q, k, v, o, lse, do, dlse, causal, scale, cu_seqlens, seg):
 
 
 class _FlashAttention(torch.autograd.Function):
+    """Outputs ``(o, lse)``; gradients flow from both (``dlse`` is folded into delta)."""
+
     @staticmethod
     def forward(ctx, q, k, v, causal, scale, cu_seqlens, seg):
         o, lse = _launch_fwd(q, k, v, causal, scale, cu_seqlens, seg)
@@ -391,6 +394,7 @@ class _FlashAttention(torch.autograd.Function):
         return o, lse
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, do, dlse):
         q, k, v, o, lse, cu_seqlens, seg = ctx.saved_tensors
         if do is None:
