@@ -129,6 +129,8 @@ def test_streaming_errors() -> None:
         StreamingMoments(0)
     with pytest.raises(ValueError, match="other"):
         m.merge(StreamingMoments(3))
+    with pytest.raises(ValueError, match="shift"):
+        StreamingMoments(4, batch_shape=(2,), shift=torch.zeros(3, 4))
 
 
 # ----------------------------------------------------------------------------- Fréchet
@@ -417,6 +419,13 @@ def test_bootstrap_batched_equals_loop_and_pairs() -> None:
     assert float(loop.estimate) == pytest.approx(float(roc_auc(scores, labels)))
     again = bootstrap(roc_auc, (scores, labels), n=200, seed=7, batched=True)
     assert float(again.low) == float(batched.low)
+
+
+def test_bootstrap_float_statistic_keeps_float64() -> None:
+    x = 1 + 1e-9 * torch.arange(50, dtype=F64)
+    res = bootstrap(lambda v: float(v.mean()), x, n=20, seed=0)
+    assert res.estimate.dtype == F64
+    assert float(res.estimate) == float(x.mean())  # float32 would round 1 + 2.45e-8 to 1
 
 
 def test_bootstrap_errors() -> None:

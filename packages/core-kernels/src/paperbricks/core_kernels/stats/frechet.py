@@ -170,6 +170,8 @@ def trace_sqrt_product(a: torch.Tensor, b: torch.Tensor, method: Method = "eigh"
             raise ValueError(
                 f"a, b: sample dimension D differs, a {tuple(a.shape)} vs b {tuple(b.shape)}"
             )
+        if ac.device != bc.device:
+            raise ValueError(f"a, b: on different devices ({ac.device} vs {bc.device})")
         return _trace_sqrt_gram(ac, bc)
     sa, sb = _check_cov("a", a), _check_cov("b", b)
     if sa.shape[-1] != sb.shape[-1]:
@@ -253,6 +255,8 @@ def frechet_distance(
             raise ValueError(
                 f"x, y: sample dimension D differs, x {tuple(x.shape)} vs y {tuple(y.shape)}"
             )
+        if ac.device != bc.device:
+            raise ValueError(f"x, y: on different devices ({ac.device} vs {bc.device})")
         na, nb = ac.shape[-2], bc.shape[-2]
         mu_a = x.detach().to(torch.float64).mean(dim=-2)
         mu_b = y.detach().to(torch.float64).mean(dim=-2)

@@ -37,6 +37,13 @@ def _check_level(level: float) -> float:
     return float(level)
 
 
+def _stat_f64(value: torch.Tensor | float) -> torch.Tensor:
+    """A statistic as a float64 CPU tensor (a Python float would become float32 by default)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to(device="cpu", dtype=torch.float64)
+    return torch.tensor(value, dtype=torch.float64)
+
+
 def bootstrap(
     fn: Callable[..., torch.Tensor | float],
     data: torch.Tensor | tuple[torch.Tensor, ...],
@@ -95,24 +102,17 @@ def bootstrap(
         generator = torch.Generator().manual_seed(int(seed))
     idx = torch.randint(n_rows, (n, n_rows), generator=generator)  # (n, N) on the CPU
 
-    estimate = torch.as_tensor(fn(*tensors)).detach().to(torch.float64).cpu()
+    estimate = _stat_f64(fn(*tensors))
     if batched:
-        stats = torch.as_tensor(fn(*(t[idx.to(t.device)] for t in tensors))).detach()
+        stats = _stat_f64(fn(*(t[idx.to(t.device)] for t in tensors)))
         if stats.shape[:1] != (n,) or stats.shape[1:] != estimate.shape:
             raise ValueError(
                 f"fn: with batched=True expected an output of shape {(n, *estimate.shape)}, "
                 f"got {tuple(stats.shape)}"
             )
-        stats = stats.to(torch.float64).cpu()
     else:
         stats = torch.stack(
-            [
-                torch.as_tensor(fn(*(t[row.to(t.device)] for t in tensors)))
-                .detach()
-                .to(torch.float64)
-                .cpu()
-                for row in idx
-            ]
+            [_stat_f64(fn(*(t[row.to(t.device)] for t in tensors))) for row in idx]
         )  # (n, *S)
     q = torch.tensor([alpha / 2, 1 - alpha / 2], dtype=torch.float64)
     low, high = torch.quantile(stats, q, dim=0)

@@ -76,7 +76,13 @@ class StreamingMoments:
                     f"shift: expected last dimension {dim}, got shape {tuple(shift.shape)}"
                 )
             shift = shift.detach().to(device=dev, dtype=torch.float64)
-        self.shift = shift.expand(*batch_shape, dim).clone()  # (*B, D)
+        try:
+            self.shift = shift.expand(*batch_shape, dim).clone()  # (*B, D)
+        except RuntimeError as exc:
+            raise ValueError(
+                f"shift: expected shape (D,) or (*batch_shape, D) = {(*batch_shape, dim)}, "
+                f"got {tuple(shift.shape)}"
+            ) from exc
         self.sum = torch.zeros(*batch_shape, dim, dtype=torch.float64, device=dev)  # (*B, D)
         self.sum_outer = torch.zeros(
             *batch_shape, dim, dim, dtype=torch.float64, device=dev
