@@ -10,7 +10,8 @@ Per diff-head h reading KV head g = h // (H / Hkv), with scores in log2 units:
   K/V tiles with two online-softmax states** (m_i, l_i, acc_i for i = 1, 2) that share each V tile
   (the official flashdiff_1 code reads V twice, once per attention call). Epilogue:
   ``U = acc1/l1 − λ·acc2/l2``, optional ``r = (mean(U²) + eps)^(−1/2)``, ``Y = (1 − λ_init)·γ⊙r·U``.
-  When a gradient is needed it also writes O1, O2 (input dtype), LSE1, LSE2 and r (float32).
+  When a gradient is needed it also writes O1, O2 (input dtype), LSE1, LSE2 and r (float32;
+  float64 for float64 inputs, which only the CPU interpreter runs: the gradcheck path).
 - ``_diff_attention_bwd_preprocess_kernel``: per row, from the spec's backward (§2):
   ``dÛ = (1 − λ_init)·γ⊙dY``, ``dU = r·(dÛ − Û·mean(dÛ⊙Û))`` (or ``dU = (1 − λ_init)·dY``
   without the norm), ``delta1 = Σ dU⊙O1``, ``delta2 = Σ dU⊙O2`` and the per-block partial sums of
@@ -86,7 +87,7 @@ def _diff_attention_fwd_kernel(
     SAVE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
-    PRECISION: tl.constexpr,
+    PRECISION: tl.constexpr, ACC: tl.constexpr,
 ):  # fmt: skip
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -109,12 +110,12 @@ def _diff_attention_fwd_kernel(
         seg_m = tl.load(SEG + offs_m, mask=offs_m < T, other=-1)
     lo, hi = _key_range(CU, SEG, first, T, BLOCK_M, diag, S, CAUSAL, VARLEN)
 
-    m1 = tl.full((BLOCK_M,), float("-inf"), tl.float32)
-    m2 = tl.full((BLOCK_M,), float("-inf"), tl.float32)
-    l1 = tl.zeros((BLOCK_M,), tl.float32)
-    l2 = tl.zeros((BLOCK_M,), tl.float32)
-    acc1 = tl.zeros((BLOCK_M, BLOCK_DV), tl.float32)
-    acc2 = tl.zeros((BLOCK_M, BLOCK_DV), tl.float32)
+    m1 = tl.full((BLOCK_M,), float("-inf"), ACC)
+    m2 = tl.full((BLOCK_M,), float("-inf"), ACC)
+    l1 = tl.zeros((BLOCK_M,), ACC)
+    l2 = tl.zeros((BLOCK_M,), ACC)
+    acc1 = tl.zeros((BLOCK_M, BLOCK_DV), ACC)
+    acc2 = tl.zeros((BLOCK_M, BLOCK_DV), ACC)
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + offs_n0
         keep = (offs_n < hi)[None, :]
@@ -134,7 +135,7 @@ def _diff_attention_fwd_kernel(
         acc2 = acc2 * alpha2[:, None] + tl.dot(p2.to(v.dtype), v, input_precision=PRECISION)
     o1, lse1 = softmax_finalize(acc1, m1, l1)  # (BM, BDV), (BM,)
     o2, lse2 = softmax_finalize(acc2, m2, l2)
-    lam = tl.load(LAM + h * lam_stride).to(tl.float32)
+    lam = tl.load(LAM + h * lam_stride).to(ACC)
     y = o1 - lam * o2  # U, (BM, BDV); padded columns are 0
     row = pid_bh.to(tl.int64) * T + offs_m
     m_ok = offs_m < T
@@ -142,7 +143,7 @@ def _diff_attention_fwd_kernel(
         r = 1.0 / tl.sqrt(tl.sum(y * y, 1) / DV + eps)  # (BM,)
         y = y * r[:, None]
         if HAS_W:
-            w = tl.load(W + offs_dv, mask=offs_dv < DV, other=0.0).to(tl.float32)
+            w = tl.load(W + offs_dv, mask=offs_dv < DV, other=0.0).to(ACC)
             y = y * w[None, :]
         if SAVE:
             tl.store(RSTD + row, r, mask=m_ok)
@@ -163,7 +164,7 @@ def _diff_attention_bwd_preprocess_kernel(
     stride_yb, stride_yh, stride_yt, stride_yd,
     H, T, lam_stride, out_scale,
     DV: tl.constexpr, NORM: tl.constexpr, HAS_W: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_DV: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_DV: tl.constexpr, ACC: tl.constexpr,
 ):  # fmt: skip
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -174,18 +175,18 @@ def _diff_attention_bwd_preprocess_kernel(
     m_ok = offs_m < T
     row = pid_bh.to(tl.int64) * T + offs_m
     o_off = b * stride_ob + h * stride_oh
-    o1 = load_tile(O1 + o_off, offs_m, offs_dv, stride_ot, stride_od, T, DV).to(tl.float32)
-    o2 = load_tile(O2 + o_off, offs_m, offs_dv, stride_ot, stride_od, T, DV).to(tl.float32)
+    o1 = load_tile(O1 + o_off, offs_m, offs_dv, stride_ot, stride_od, T, DV).to(ACC)
+    o2 = load_tile(O2 + o_off, offs_m, offs_dv, stride_ot, stride_od, T, DV).to(ACC)
     dy = load_tile(
         DY + b * stride_yb + h * stride_yh, offs_m, offs_dv, stride_yt, stride_yd, T, DV
-    ).to(tl.float32)
+    ).to(ACC)
     dy = dy * out_scale  # (BM, BDV)
     if NORM:
-        lam = tl.load(LAM + h * lam_stride).to(tl.float32)
+        lam = tl.load(LAM + h * lam_stride).to(ACC)
         r = tl.load(RSTD + row, mask=m_ok, other=0.0)
         u_hat = (o1 - lam * o2) * r[:, None]  # Û = r·U
         if HAS_W:
-            w = tl.load(W + offs_dv, mask=offs_dv < DV, other=0.0).to(tl.float32)
+            w = tl.load(W + offs_dv, mask=offs_dv < DV, other=0.0).to(ACC)
             n_m = tl.num_programs(0)
             part = DW_PART + (pid_bh.to(tl.int64) * n_m + pid_m) * BLOCK_DV + offs_dv
             tl.store(part, tl.sum(dy * u_hat, 0))  # partial dγ
@@ -212,7 +213,7 @@ def _diff_attention_bwd_dkdv_kernel(
     CAUSAL: tl.constexpr, VARLEN: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
-    PRECISION: tl.constexpr,
+    PRECISION: tl.constexpr, ACC: tl.constexpr,
 ):  # fmt: skip
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -242,13 +243,13 @@ def _diff_attention_bwd_dkdv_kernel(
     if CAUSAL:
         lo = tl.maximum(tl.maximum(lo, first - diag), 0)  # query i sees key j iff i >= j − (S − T)
 
-    dk1 = tl.zeros((BLOCK_N, BLOCK_D), tl.float32)
-    dk2 = tl.zeros((BLOCK_N, BLOCK_D), tl.float32)
-    dv = tl.zeros((BLOCK_N, BLOCK_DV), tl.float32)
+    dk1 = tl.zeros((BLOCK_N, BLOCK_D), ACC)
+    dk2 = tl.zeros((BLOCK_N, BLOCK_D), ACC)
+    dv = tl.zeros((BLOCK_N, BLOCK_DV), ACC)
     for g in range(GROUP):
         h = hk * GROUP + g
         bh = b * H + h
-        lam = tl.load(LAM + h * lam_stride).to(tl.float32)
+        lam = tl.load(LAM + h * lam_stride).to(ACC)
         q_off = b * stride_qb + h * stride_qh
         du_base = DU + b * stride_ob + h * stride_oh
         for start_m in range(lo, hi, BLOCK_M):
@@ -301,7 +302,7 @@ def _diff_attention_bwd_dq_kernel(
     CAUSAL: tl.constexpr, VARLEN: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
-    PRECISION: tl.constexpr,
+    PRECISION: tl.constexpr, ACC: tl.constexpr,
 ):  # fmt: skip
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -328,15 +329,15 @@ def _diff_attention_bwd_dq_kernel(
     lse2 = tl.where(lse2 == float("-inf"), float("inf"), lse2) * log2e
     delta1 = tl.load(DELTA1 + row, mask=m_ok, other=0.0)
     delta2 = tl.load(DELTA2 + row, mask=m_ok, other=0.0)
-    lam = tl.load(LAM + h * lam_stride).to(tl.float32)
+    lam = tl.load(LAM + h * lam_stride).to(ACC)
     if VARLEN:
         seg_m = tl.load(SEG + offs_m, mask=m_ok, other=-1)
     lo, hi = _key_range(CU, SEG, first, T, BLOCK_M, diag, S, CAUSAL, VARLEN)
 
     k_off = b * stride_kb + hk * stride_kh
     v_base = V + b * stride_vb + hk * stride_vh
-    dq1 = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
-    dq2 = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
+    dq1 = tl.zeros((BLOCK_M, BLOCK_D), ACC)
+    dq2 = tl.zeros((BLOCK_M, BLOCK_D), ACC)
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + offs_n0
         keep = (offs_n < hi)[None, :] & m_ok[:, None]
@@ -394,9 +395,18 @@ def _configs(dtype: torch.dtype, d: int, dv: int, interpreted: bool) -> dict[str
     return {"fwd": fwd, "dkdv": dkdv, "dq": dq}
 
 
-def _lam_args(lam: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """λ as a contiguous float32 buffer and the stride between heads (0 for one shared λ)."""
-    return lam.detach().to(torch.float32).contiguous(), (0 if lam.dim() == 0 else 1)
+def _stat_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Accumulator/statistics dtype: float32, or float64 for float64 inputs (interpreter only)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _acc(dtype: torch.dtype) -> tl.dtype:
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def _lam_args(lam: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, int]:
+    """λ as a contiguous accumulator-dtype buffer and its stride between heads (0 if shared)."""
+    return lam.detach().to(_stat_dtype(dtype)).contiguous(), (0 if lam.dim() == 0 else 1)
 
 
 def _launch_fwd(q1, q2, k1, k2, v, lam, weight, causal, scale, normalize, out_scale, eps, cu, seg,
@@ -406,12 +416,12 @@ def _launch_fwd(q1, q2, k1, k2, v, lam, weight, causal, scale, normalize, out_sc
     dev = q1.device
     cfg = _configs(q1.dtype, d, dv, dev.type == "cpu")["fwd"]
     y = torch.empty((b, h, t, dv), device=dev, dtype=q1.dtype)
-    stats = torch.empty((3 if save else 1, b, h, t), device=dev, dtype=torch.float32)
+    stats = torch.empty((3 if save else 1, b, h, t), device=dev, dtype=_stat_dtype(q1.dtype))
     if save:
         o1, o2 = torch.empty_like(y), torch.empty_like(y)
     else:
         o1 = o2 = y  # never written when SAVE is False
-    lam_buf, lam_stride = _lam_args(lam)
+    lam_buf, lam_stride = _lam_args(lam, q1.dtype)
     w_buf = weight.detach().contiguous() if weight is not None else lam_buf
     varlen = cu is not None
     grid = (triton.cdiv(t, cfg["BLOCK_M"]), b * h)
@@ -424,7 +434,7 @@ def _launch_fwd(q1, q2, k1, k2, v, lam, weight, causal, scale, normalize, out_sc
         D=d, DV=dv, CAUSAL=causal, VARLEN=varlen, NORM=normalize, HAS_W=weight is not None,
         SAVE=save, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
         BLOCK_D=_pow2(d), BLOCK_DV=_pow2(dv), PRECISION=_precision(q1.dtype),
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        ACC=_acc(q1.dtype), num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )  # fmt: skip
     if not save:
         return y, None
@@ -440,7 +450,7 @@ def _launch_bwd(dy, q1, q2, k1, k2, v, lam, weight, saved, causal, scale, normal
     dev = q1.device
     interpreted = dev.type == "cpu"
     cfgs = _configs(q1.dtype, d, dv_dim, interpreted)
-    lam_buf, lam_stride = _lam_args(lam)
+    lam_buf, lam_stride = _lam_args(lam, q1.dtype)
     has_w = weight is not None and normalize
     w_buf = weight.detach().contiguous() if has_w else lam_buf
     varlen = cu is not None
@@ -451,13 +461,16 @@ def _launch_bwd(dy, q1, q2, k1, k2, v, lam, weight, saved, causal, scale, normal
     n_pre = triton.cdiv(t, pre_m)
     bdv = _pow2(dv_dim)
     du = torch.empty_like(o1)
-    deltas = torch.empty((2, b, h, t), device=dev, dtype=torch.float32)
-    dw_part = torch.empty((b * h * n_pre, bdv) if has_w else (1,), device=dev, dtype=torch.float32)
+    acc = _acc(q1.dtype)
+    deltas = torch.empty((2, b, h, t), device=dev, dtype=_stat_dtype(q1.dtype))
+    dw_part = torch.empty(
+        (b * h * n_pre, bdv) if has_w else (1,), device=dev, dtype=_stat_dtype(q1.dtype)
+    )
     _diff_attention_bwd_preprocess_kernel[(n_pre, b * h)](
         dy, o1, o2, lam_buf, w_buf, rstd, du, deltas[0], deltas[1], dw_part,
         *o1.stride(), *dy.stride(),
         h, t, lam_stride, out_scale,
-        DV=dv_dim, NORM=normalize, HAS_W=has_w, BLOCK_M=pre_m, BLOCK_DV=bdv,
+        DV=dv_dim, NORM=normalize, HAS_W=has_w, BLOCK_M=pre_m, BLOCK_DV=bdv, ACC=acc,
     )  # fmt: skip
 
     precision = _precision(q1.dtype)
@@ -474,7 +487,7 @@ def _launch_bwd(dy, q1, q2, k1, k2, v, lam, weight, saved, causal, scale, normal
         h, hkv, t, s, h // hkv, scale * _LOG2E, scale, lam_stride,
         D=d, DV=dv_dim, CAUSAL=causal, VARLEN=varlen,
         BLOCK_M=c["BLOCK_M"], BLOCK_N=c["BLOCK_N"], BLOCK_D=_pow2(d), BLOCK_DV=bdv,
-        PRECISION=precision, num_warps=c["num_warps"], num_stages=c["num_stages"],
+        PRECISION=precision, ACC=acc, num_warps=c["num_warps"], num_stages=c["num_stages"],
     )  # fmt: skip
     c = cfgs["dq"]
     _diff_attention_bwd_dq_kernel[(triton.cdiv(t, c["BLOCK_M"]), b * h)](
@@ -484,7 +497,7 @@ def _launch_bwd(dy, q1, q2, k1, k2, v, lam, weight, saved, causal, scale, normal
         h, t, s, h // hkv, scale * _LOG2E, scale, lam_stride,
         D=d, DV=dv_dim, CAUSAL=causal, VARLEN=varlen,
         BLOCK_M=c["BLOCK_M"], BLOCK_N=c["BLOCK_N"], BLOCK_D=_pow2(d), BLOCK_DV=bdv,
-        PRECISION=precision, num_warps=c["num_warps"], num_stages=c["num_stages"],
+        PRECISION=precision, ACC=acc, num_warps=c["num_warps"], num_stages=c["num_stages"],
     )  # fmt: skip
 
     # dλ = −Σ dU⊙O2, per head (summed over batch and rows) or over everything for a shared λ.
