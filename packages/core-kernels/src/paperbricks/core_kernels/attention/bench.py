@@ -214,7 +214,7 @@ def run(*, quick: bool = True, device: str = "auto") -> list[BenchResult]:
     """Run the attention benchmarks; see the module docstring for what is compared.
 
     Args:
-        quick: fewer and smaller shapes (CPU: about 10 s here; CUDA: T in {1k, 4k}).
+        quick: fewer and smaller shapes (CPU: 15–25 s on a shared 2-core machine; CUDA: T in {1k, 4k}).
         device: ``"auto"`` (CUDA when available), ``"cuda"`` or ``"cpu"``.
 
     Returns:
