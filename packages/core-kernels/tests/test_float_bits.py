@@ -19,6 +19,8 @@ from paperbricks.core_kernels.float_bits import (
     compose,
     decompose,
     e8m,
+    fp32_bits,
+    fp32_from_bits,
     from_codes,
     round_to,
     round_to_reference,
@@ -175,6 +177,16 @@ def test_all_8bit_codes_round_trip(fmt):
     assert torch.equal(compose(s, e, m, fmt)[~nan], vals[~nan])
     code_fields = (s.long() << (fmt.bits - 1)) | (e.long() << fmt.man_bits) | m.long()
     assert torch.equal(code_fields[~nan], codes[~nan].long())
+
+
+def test_fp32_bits_helpers(seeded):
+    x = torch.cat([random_patterns(1000), torch.tensor([-0.0, 1e-45, -INF])])
+    u = fp32_bits(x)
+    assert u.dtype == torch.int64 and int(u.min()) >= 0 and int(u.max()) < 2**32
+    assert torch.equal(u, bits32(x).to(torch.int64) & 0xFFFFFFFF)
+    assert int(fp32_bits(torch.tensor([-2.0]))) == 0xC0000000
+    assert_bitwise_equal(fp32_from_bits(u), x, "fp32_from_bits(fp32_bits(x))")
+    assert_bitwise_equal(fp32_bits(x.half()), fp32_bits(x.half().float()), "half input")
 
 
 def test_fp32_fields_are_the_bit_slices(seeded):

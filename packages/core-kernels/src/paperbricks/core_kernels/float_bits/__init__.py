@@ -11,6 +11,8 @@ A :class:`FloatFormat` ``(exp_bits E, man_bits M, bias b, finite)`` encodes code
 - :func:`decompose` / :func:`compose`: integer fields of values of a format, and back.
 - :func:`to_codes` / :func:`from_codes` / :func:`all_codes`: integer codes (uint8/int16).
 - :func:`round_to_reference`: the integer-arithmetic torch reference.
+- :func:`fp32_bits` / :func:`fp32_from_bits`: float32 <-> bit patterns zero-extended in int64
+  (torch twins of the Triton bit helpers).
 
 RNE rounding equals torch's own ``float8_e4m3fn``, ``float8_e5m2``, ``bfloat16`` and ``float16``
 casts bit for bit (see :func:`round_to` for which ``saturate`` matches which). Importing this
@@ -20,7 +22,7 @@ on first use.
 
 from .formats import BF16, E4M3FN, E5M2, FP16, FP32, FloatFormat, e8m
 from .ops import all_codes, compose, decompose, from_codes, round_to, to_codes
-from .reference import round_to_reference
+from .reference import fp32_bits, fp32_from_bits, round_to_reference
 
 __all__ = [
     "BF16",
@@ -33,6 +35,8 @@ __all__ = [
     "compose",
     "decompose",
     "e8m",
+    "fp32_bits",
+    "fp32_from_bits",
     "from_codes",
     "round_to",
     "round_to_reference",

@@ -35,6 +35,9 @@ __all__ = [
     "code_dtype",
     "compose_reference",
     "decompose_reference",
+    "format_constants",
+    "fp32_bits",
+    "fp32_from_bits",
     "from_codes_reference",
     "round_to_reference",
     "to_codes_reference",
@@ -76,7 +79,12 @@ _FP64 = _Source(52, 1023, 11)
 
 
 def format_constants(fmt: FloatFormat, src: _Source = _FP32) -> dict[str, int]:
-    """Patterns (in the source layout) of the format's landmarks, used by both implementations."""
+    """Bit patterns of ``fmt``'s landmarks in the source layout (float32 by default).
+
+    Returns ``{"max_bits", "min_normal_bits", "min_sub_bits"}``: the patterns of the largest
+    finite value, the smallest normal and the smallest subnormal, the constexpr arguments of the
+    Triton helper ``round_fp32_magnitude``.
+    """
     shift = src.frac_bits - fmt.man_bits
     return {
         "max_bits": src.pattern(fmt.emax, fmt.max_man_at_top << shift),
@@ -182,26 +190,34 @@ def round_to_reference(
     u = x.to(torch.float32).contiguous().view(torch.int32).to(torch.int64) & 0xFFFF_FFFF
     sign = u & FP32_SIGN
     mag = _round_magnitude(u & 0x7FFF_FFFF, fmt, _FP32, trunc, flush, saturate)
-    return _bits_to_fp32(mag | sign)
+    return fp32_from_bits(mag | sign)
 
 
 def _nan32() -> torch.Tensor:
     return torch.tensor(float("nan"), dtype=torch.float32)
 
 
-def _bits_to_fp32(u: torch.Tensor) -> torch.Tensor:
-    """float32 tensor from zero-extended (int64, 0..2^32−1) float32 patterns."""
+def fp32_from_bits(u: torch.Tensor) -> torch.Tensor:
+    """float32 tensor from float32 bit patterns held zero-extended in int64 (0..2^32−1).
+
+    The inverse of :func:`fp32_bits`; the torch twin of the Triton helper ``bits_to_fp32``.
+    """
     return torch.where(u >= 1 << 31, u - (1 << 32), u).to(torch.int32).view(torch.float32)
 
 
-def _fp32_bits(x: torch.Tensor) -> torch.Tensor:
-    """Zero-extended float32 patterns (int64) of a tensor converted to float32."""
+def fp32_bits(x: torch.Tensor) -> torch.Tensor:
+    """float32 bit patterns of ``x`` (converted to float32 first), zero-extended into int64.
+
+    Fields are ``u >> 31`` (sign), ``(u >> 23) & 0xFF`` (biased exponent) and ``u & 0x7FFFFF``
+    (mantissa); int64 leaves room to add two 31-bit magnitudes without overflow. The torch twin
+    of the Triton helpers ``fp32_to_bits`` and ``fp32_fields``.
+    """
     return x.to(torch.float32).contiguous().view(torch.int32).to(torch.int64) & 0xFFFF_FFFF
 
 
 def _fields_of_representable(x: torch.Tensor, fmt: FloatFormat) -> tuple[torch.Tensor, ...]:
     """(sign, exponent field, mantissa field) int64 of float32 values assumed exact in ``fmt``."""
-    u = _fp32_bits(x)  # (...) int64
+    u = fp32_bits(x)  # (...) int64
     sign = u >> 31
     a = u & 0x7FFF_FFFF
     e32 = a >> 23
@@ -271,7 +287,7 @@ def compose_reference(
     # pattern carries its leading-bit position; rescale that exponent, or build the float32
     # subnormal directly when the result falls below float32's normal range.
     q = fmt.emin - fmt.man_bits
-    m_bits = _fp32_bits(m.to(torch.float32))
+    m_bits = fp32_bits(m.to(torch.float32))
     lead = (m_bits >> 23) - 127  # floor(log2 m) for m > 0
     sub_normal32 = m_bits + (q << 23)
     sub_tiny32 = m << (q + 149)  # q >= -149: emin >= -126 and M <= 23
@@ -283,7 +299,7 @@ def compose_reference(
         mag = torch.where(top & (m == (1 << fmt.man_bits) - 1), FP32_NAN, mag)
     else:
         mag = torch.where(top, torch.where(m == 0, FP32_INF, FP32_NAN), mag)
-    return _bits_to_fp32(mag | (s << 31))
+    return fp32_from_bits(mag | (s << 31))
 
 
 def code_dtype(fmt: FloatFormat) -> torch.dtype:
