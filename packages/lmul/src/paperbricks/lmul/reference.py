@@ -50,7 +50,7 @@ from dataclasses import dataclass
 
 import torch
 
-from paperbricks.core_kernels.float_bits import FloatFormat, round_to
+from paperbricks.core_kernels.float_bits import FloatFormat, fp32_bits, fp32_from_bits, round_to
 
 from .config import CONTAINERS, DEFAULT_CHUNK_SIZE
 
@@ -152,16 +152,6 @@ def round_operand(x: torch.Tensor, plan: LMulPlan, rounding: str, impl: str = "r
     return round_to(x, plan.fmt, mode=rounding, subnormals="flush", saturate=False, impl=impl)
 
 
-def _fp32_bits(x: torch.Tensor) -> torch.Tensor:
-    """Zero-extended float32 bit patterns (int64) of a float32 tensor."""
-    return x.contiguous().view(torch.int32).to(torch.int64) & 0xFFFF_FFFF
-
-
-def _bits_to_fp32(u: torch.Tensor) -> torch.Tensor:
-    """float32 tensor of zero-extended (int64) float32 bit patterns."""
-    return torch.where(u >= 1 << 31, u - (1 << 32), u).to(torch.int32).view(torch.float32)
-
-
 def lmul_fp32_bits(ux: torch.Tensor, uy: torch.Tensor, plan: LMulPlan) -> torch.Tensor:
     """Eq. (3) on zero-extended float32 patterns (int64) of already-rounded operands.
 
@@ -222,7 +212,7 @@ def lmul_reference(
     plan = make_plan(container, k, semantics)
     xr = round_operand(x, plan, operand_rounding)  # (...) float32 on the k-bit grid
     yr = round_operand(y, plan, operand_rounding)
-    out = _bits_to_fp32(lmul_fp32_bits(_fp32_bits(xr), _fp32_bits(yr), plan))
+    out = fp32_from_bits(lmul_fp32_bits(fp32_bits(xr), fp32_bits(yr), plan))
     return out.to(x.dtype)
 
 
@@ -271,8 +261,8 @@ def lmul_matmul_reference(
     plan = make_plan(container, k_bits, semantics)
     bt, m, kk = a.shape
     n = b.shape[-1]
-    ua = _fp32_bits(round_operand(a, plan, operand_rounding))  # (Bt, M, K) int64
-    ub = _fp32_bits(round_operand(b, plan, operand_rounding))  # (Bt, K, N) int64
+    ua = fp32_bits(round_operand(a, plan, operand_rounding))  # (Bt, M, K) int64
+    ub = fp32_bits(round_operand(b, plan, operand_rounding))  # (Bt, K, N) int64
     acc_dtype = torch.float64 if accumulate == torch.float64 else torch.float32
     out = torch.zeros(bt, m, n, dtype=acc_dtype, device=a.device)  # (Bt, M, N)
     # Chunk K first (keeping M and the batch whole) so the sequential loop is as short as can be.
@@ -285,7 +275,7 @@ def lmul_matmul_reference(
             for k0, k1 in _chunks(kk, kc):
                 pa = ua[b0:b1, m0:m1, k0:k1].transpose(1, 2)[..., None]  # (bc, kc, mc, 1)
                 pb = ub[b0:b1, k0:k1, None, :]  # (bc, kc, 1, N)
-                p = _bits_to_fp32(lmul_fp32_bits(pa, pb, plan))  # (bc, kc, mc, N)
+                p = fp32_from_bits(lmul_fp32_bits(pa, pb, plan))  # (bc, kc, mc, N)
                 # A defined summation order (sequential over k) is what makes the Triton
                 # kernel bit-identical to this reference; torch.sum's order is unspecified.
                 for j in range(k1 - k0):
