@@ -413,7 +413,7 @@ def triton_inputs(fmt: FloatFormat, n: int = 2500) -> torch.Tensor:
 
 @pytest.mark.parametrize("fmt", [*TORCH_FORMATS, FP32, *OTHER_FORMATS], ids=lambda f: f.name)
 @pytest.mark.parametrize("mode", ["rne", "trunc"])
-def test_triton_bitwise_equals_reference(seeded, fmt, mode):
+def test_triton_bitwise_equals_reference(seeded, nan_poison, fmt, mode):
     x = triton_inputs(fmt)
     for subnormals in ("keep", "flush"):
         for saturate in (True, False):

@@ -76,7 +76,9 @@ def round_to(
             ``"reference"`` or ``"triton"``.
 
     Returns:
-        float32 tensor of x's shape whose values are all representable in ``fmt``.
+        float32 tensor of x's shape whose values are all representable in ``fmt``. It does not
+        track gradients (for fake-quant training wrap it in a straight-through estimator, e.g.
+        ``x + (round_to(x, fmt) - x).detach()``).
 
     Examples:
         >>> import torch
