@@ -75,6 +75,7 @@ def _rows(n: int, device: torch.device, rep: int) -> list[BenchResult]:
                     name=name,
                     baseline_name=base_name,
                     bytes_moved=8.0 * n,
+                    warmup=3 if dev == "cuda" else 1,
                     rep=rep,
                     device=dev,
                     meta=meta,
