@@ -7,6 +7,8 @@ from math import floor
 
 import pytest
 import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from paperbricks.core_kernels.float_bits import (
     BF16,
@@ -354,6 +356,36 @@ def test_rounding_equals_exact_rational_oracle(seeded, fmt, mode):
         got = round_to(xd, fmt, mode)
         assert got.dtype == torch.float32
         assert_bitwise_equal(got, torch.tensor(expected, dtype=torch.float32), f"{dtype} {mode}")
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    exp_bits=st.integers(2, 8),
+    man_bits=st.integers(1, 12),
+    finite=st.booleans(),
+    bias_shift=st.integers(-3, 3),
+    trunc=st.booleans(),
+    values=st.lists(
+        st.floats(allow_nan=False, allow_infinity=False, width=64), min_size=1, max_size=40
+    ),
+)
+def test_random_formats_equal_exact_rational_oracle(
+    exp_bits, man_bits, finite, bias_shift, trunc, values
+):
+    bias = (1 << (exp_bits - 1)) - 1 + bias_shift
+    try:
+        fmt = FloatFormat(exp_bits, man_bits, bias=bias, finite=finite)
+    except ValueError:
+        assume(False)
+    scale = 2.0 ** ((fmt.emin + fmt.emax) // 2)  # bring some values into the format's range
+    x = torch.tensor(values + [v * scale for v in values] + [v * fmt.min_normal for v in values])
+    x = x.double()[torch.isfinite(x)]
+    expected = torch.tensor([oracle_round(v, fmt, trunc) for v in x.tolist()], dtype=torch.float32)
+    mode = "trunc" if trunc else "rne"
+    assert_bitwise_equal(round_to(x, fmt, mode), expected, f"{fmt} float64 {mode}")
+    x32 = x.float()[torch.isfinite(x.float())]
+    expected32 = [oracle_round(v, fmt, trunc) for v in x32.tolist()]
+    assert_bitwise_equal(round_to(x32, fmt, mode), torch.tensor(expected32), f"{fmt} float32")
 
 
 def test_float64_rounds_once():
