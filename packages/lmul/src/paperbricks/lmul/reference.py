@@ -12,9 +12,11 @@ The exact product has ``x_m·y_m`` where (1) has the constant ``2^{−l}``. In b
 
     field(L-Mul) = field(x) + field(y) − C,   sign = s_x ⊕ s_y                           (3)
 
-Eq. (3) differs from Eq. (1) when ``S = x_m + y_m + 2^{−l} ≥ 1``: the integer carry gives
+Eq. (3) differs from Eq. (1) when ``S = x_m + y_m + 2^{−l} > 1``: the integer carry gives
 ``2^{e+1}·S`` (Mitchell's log multiply) while Eq. (1) gives ``2^{e}·(1 + S)``
-(``semantics="equation"``). Both are exposed; "bits" is what integer hardware computes.
+(``semantics="equation"``); at ``S = 1`` both give ``2^{e+1}``. For k ≥ 5 the offset can push
+``S`` to ``[2, 2 + 2^{−l})``: the field sum then carries twice and "bits" gives
+``2^{e+2}·(S − 1)``. Both semantics are exposed; "bits" is what integer hardware computes.
 
 **Emulation.** Values of a container dtype (float32, bfloat16, float16) are first rounded to k
 mantissa bits in the container's exponent range (format ``E{E}M{k}``, i.e. core-kernels
@@ -64,6 +66,7 @@ __all__ = [
     "make_plan",
     "offset_bits",
     "round_operand",
+    "to_container",
 ]
 
 FP32_SIGN = 0x8000_0000
@@ -167,13 +170,16 @@ def lmul_fp32_bits(ux: torch.Tensor, uy: torch.Tensor, plan: LMulPlan) -> torch.
     ax, ay = ux & FP32_MAG, uy & FP32_MAG
     r = ax + ay - plan.c32  # int64: no overflow (each magnitude < 2^31)
     if plan.semantics == "equation":
-        # Mantissa carry: Eq. (1) keeps 2^e(1+S) = 2^(e+1)·(1 + (S−1)/2), i.e. the "bits" result
-        # with its mantissa halved; the dropped bit is only nonzero at full container width,
-        # where it is rounded to nearest even.
-        carry = (ax & FP32_MANT) + (ay & FP32_MANT) + plan.offset32 >= 1 << 23
-        q = (r & FP32_MANT) >> plan.mc_shift
+        # S >= 1: Eq. (1) keeps 2^e(1+S) = 2^(e+1)·(1 + (S−1)/2) with 1 + S in [2, 4), so the
+        # exponent is e + 1 (the integer sum carries once, or twice when S >= 2) and the
+        # mantissa is (S−1)/2. The halving drops a bit only at full container width, where it is
+        # rounded to nearest even.
+        msum = (ax & FP32_MANT) + (ay & FP32_MANT) + plan.offset32  # 2^23·S
+        carry = msum >= 1 << 23
+        q = (msum - (1 << 23)) >> plan.mc_shift  # (S−1) in container mantissa units
         half = (q >> 1) + (q & (q >> 1) & 1)
-        r = torch.where(carry, (r & ~FP32_MANT) + (half << plan.mc_shift), r)
+        e1 = (ax >> 23) + (ay >> 23) + 1 - 127  # biased exponent field of 2^(e+1)
+        r = torch.where(carry, e1 * (1 << 23) + (half << plan.mc_shift), r)
     r = torch.where(r < plan.lo, 0, r)  # underflow -> ±0
     r = torch.where(r >= plan.hi, FP32_INF, r)  # overflow -> ±Inf
     zero = (ax == 0) | (ay == 0)
@@ -186,6 +192,22 @@ def lmul_fp32_bits(ux: torch.Tensor, uy: torch.Tensor, plan: LMulPlan) -> torch.
 
 def _container(dtype: torch.dtype) -> FloatFormat:
     return CONTAINERS[dtype]
+
+
+#: Canonical quiet NaN bit patterns (as int16) of the 16-bit containers, matching lmul_codes.
+_NAN16 = {torch.bfloat16: 0x7FC0, torch.float16: 0x7E00}
+
+
+def to_container(out: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Cast float32/float64 results to the container dtype (RNE) with a canonical NaN.
+
+    torch's float32 -> bfloat16 cast turns NaN into 0xFFFF on some builds; every path of this
+    package goes through here so that NaNs have the same bits everywhere (0x7FC0 / 0x7E00).
+    """
+    if dtype == torch.float32:
+        return out.to(dtype)
+    nan = torch.tensor(_NAN16[dtype], dtype=torch.int16, device=out.device).view(dtype)
+    return torch.where(torch.isnan(out), nan, out.to(dtype))
 
 
 def lmul_reference(
@@ -213,7 +235,7 @@ def lmul_reference(
     xr = round_operand(x, plan, operand_rounding)  # (...) float32 on the k-bit grid
     yr = round_operand(y, plan, operand_rounding)
     out = fp32_from_bits(lmul_fp32_bits(fp32_bits(xr), fp32_bits(yr), plan))
-    return out.to(x.dtype)
+    return to_container(out, x.dtype)
 
 
 def _chunks(n: int, size: int) -> list[tuple[int, int]]:
@@ -281,7 +303,7 @@ def lmul_matmul_reference(
                 for j in range(k1 - k0):
                     acc = _accumulate_step(acc, p[:, j], accumulate)
             out[b0:b1, m0:m1] = acc
-    return out.to(a.dtype)
+    return to_container(out, a.dtype)
 
 
 def lmul_codes(x_codes: torch.Tensor, y_codes: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:

@@ -34,7 +34,7 @@ from paperbricks.core_kernels.float_bits._triton import round_fp32_magnitude
 from paperbricks.core_kernels.float_bits.reference import format_constants
 
 from ..config import CONTAINERS
-from ..reference import LMulPlan, make_plan, round_operand
+from ..reference import LMulPlan, make_plan, round_operand, to_container
 
 BLOCK = 1024
 
@@ -56,13 +56,19 @@ def lmul_bits(
     ay = uy & 0x7FFFFFFF
     s = ax + ay  # both < 2^31: no uint32 wrap
     r = s - C32  # wraps when s < C32; such results underflow and are replaced below
+    under = s < C32 + LO
     if EQUATION:
-        carry = ((ax & 0x7FFFFF) + (ay & 0x7FFFFF) + OFFSET32) >= 0x800000
-        q = (r & 0x7FFFFF) >> MC_SHIFT
+        # S >= 1: exponent e + 1, mantissa (S − 1)/2 (see reference.lmul_fp32_bits). t is that
+        # result plus 127 << 23, so that nothing wraps before the underflow test.
+        msum = (ax & 0x7FFFFF) + (ay & 0x7FFFFF) + OFFSET32
+        carry = msum >= 0x800000
+        q = (msum - 0x800000) >> MC_SHIFT
         half = (q >> 1) + (q & (q >> 1) & 1)  # RNE of the dropped bit (nonzero only at full width)
-        r = tl.where(carry, (r & 0xFF800000) + (half << MC_SHIFT), r)
+        t = (((ax >> 23) + (ay >> 23) + 1) << 23) + (half << MC_SHIFT)
+        under = tl.where(carry, t < (127 << 23) + LO, under)
+        r = tl.where(carry, t - (127 << 23), r)
     zero_u = r & 0
-    r = tl.where((s < C32) | (r < LO), zero_u, r)  # underflow -> ±0
+    r = tl.where(under, zero_u, r)  # underflow -> ±0
     r = tl.where(r >= HI, zero_u + 0x7F800000, r)  # overflow -> ±Inf
     is_zero = (ax == 0) | (ay == 0)
     is_inf = (ax == 0x7F800000) | (ay == 0x7F800000)
@@ -213,7 +219,7 @@ def lmul_fwd(
             TRUNC=rounding == "trunc",
             BLOCK=BLOCK,
         )
-    return out.to(x.dtype)
+    return to_container(out, x.dtype)
 
 
 def _block_sizes() -> tuple[int, int, int]:
@@ -239,7 +245,7 @@ def lmul_matmul_fwd(
     n = br.shape[-1]
     out = torch.empty(bt, m, n, dtype=torch.float32, device=a.device)
     if out.numel() == 0:
-        return out.to(a.dtype)
+        return to_container(out, a.dtype)
     acc_round = isinstance(accumulate, FloatFormat)
     acc_fmt = accumulate if acc_round else CONTAINERS[torch.float32]
     c = format_constants(acc_fmt)  # type: ignore[arg-type]
@@ -268,4 +274,4 @@ def lmul_matmul_fwd(
         BN=bn,
         num_warps=warps,
     )
-    return out.to(a.dtype)
+    return to_container(out, a.dtype)
