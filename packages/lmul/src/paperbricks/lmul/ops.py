@@ -15,6 +15,7 @@ the products are emulated exactly, so this is slower than cuBLAS — it is an em
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 
@@ -285,8 +286,9 @@ def lmul_matmul(
         why_unsupported="float64 accumulation runs in the torch reference only",
     )
     m, kk, n = a.shape[-2], a.shape[-1], b.shape[-1]
-    a3 = a.expand(*batch, m, kk).reshape(-1, m, kk)  # (Bt, M, K)
-    b3 = b.expand(*batch, kk, n).reshape(-1, kk, n)  # (Bt, K, N)
+    bt = math.prod(batch)
+    a3 = a.expand(*batch, m, kk).reshape(bt, m, kk)  # (Bt, M, K)
+    b3 = b.expand(*batch, kk, n).reshape(bt, kk, n)  # (Bt, K, N)
     opts = (k, semantics, operand_rounding, accumulate, which, chunk_size, backward)
     out = _LMulMatmulFn.apply(a3, b3, opts)  # (Bt, M, N)
     return out.reshape(*batch, m, n)
