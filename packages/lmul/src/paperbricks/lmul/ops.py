@@ -77,6 +77,19 @@ def _check_options(
     return k
 
 
+def _broadcast(s1: tuple[int, ...], s2: tuple[int, ...]) -> tuple[int, ...] | None:
+    """Broadcast shape of s1 and s2, or None (checked by hand: a failing torch.broadcast_shapes
+    takes seconds to raise)."""
+    n = max(len(s1), len(s2))
+    p1, p2 = (1,) * (n - len(s1)) + tuple(s1), (1,) * (n - len(s2)) + tuple(s2)
+    out = []
+    for d1, d2 in zip(p1, p2, strict=True):
+        if d1 != d2 and 1 not in (d1, d2):
+            return None
+        out.append(d2 if d1 == 1 else d1)
+    return tuple(out)
+
+
 # --- element-wise ----------------------------------------------------------------------------------
 
 
@@ -147,12 +160,8 @@ def lmul(
         tensor([2.0625])
     """
     x, y = _check_pair(x, y, "x", "y")
-    try:
-        torch.broadcast_shapes(x.shape, y.shape)
-    except RuntimeError as exc:
-        raise ValueError(
-            f"y: shape {tuple(y.shape)} does not broadcast with x's {tuple(x.shape)}"
-        ) from exc
+    if _broadcast(x.shape, y.shape) is None:
+        raise ValueError(f"y: shape {tuple(y.shape)} does not broadcast with x's {tuple(x.shape)}")
     k = _check_options(x.dtype, mantissa_bits, semantics, operand_rounding)
     which = select_impl(impl, [x, y], op="lmul.lmul")
     return _LMulFn.apply(x, y, k, semantics, operand_rounding, which)
@@ -266,12 +275,11 @@ def lmul_matmul(
             f"b: expected shape (..., K={a.shape[-1]}, N) to match a's (..., M, K), got "
             f"{tuple(b.shape)}"
         )
-    try:
-        batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    except RuntimeError as exc:
+    batch = _broadcast(a.shape[:-2], b.shape[:-2])
+    if batch is None:
         raise ValueError(
             f"a, b: batch dims {tuple(a.shape[:-2])} and {tuple(b.shape[:-2])} do not broadcast"
-        ) from exc
+        )
     k = _check_options(a.dtype, mantissa_bits, semantics, operand_rounding)
     accumulate = check_accumulate(accumulate)
     if backward not in BACKWARDS:
