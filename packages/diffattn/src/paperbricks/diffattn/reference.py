@@ -68,7 +68,7 @@ def lambda_from_params(
     Examples:
         >>> import torch
         >>> z = torch.zeros(8)
-        >>> float(lambda_from_params(z, z, z, z, 0.2))
+        >>> round(float(lambda_from_params(z, z, z, z, 0.2)), 6)  # float32 λ
         0.2
     """
     cdt = torch.float64 if lq1.dtype == torch.float64 else torch.float32
