@@ -78,6 +78,19 @@ def test_gpu_check_dry_run_on_cpu(mini_repo, tmp_path):
     summary = (out / "summary.md").read_text()
     assert "| alpha | ok | 0 | 0 | 0 | 1 |" in summary and "| alpha.sum | sum |" in summary
 
+    # a test file that needs a module the machine lacks is reported by name, and fails the run
+    (pkg / "tests" / "test_needs_missing.py").write_text("import no_such_module_xyz\n")
+    proc = subprocess.run(
+        [*cmd, "--allow-cpu", "--no-bench"],
+        cwd=mini_repo,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 1
+    assert "missing modules: no_such_module_xyz" in (out / "summary.md").read_text()
+    (pkg / "tests" / "test_needs_missing.py").unlink()
+
     with open(pkg / "pyproject.toml", "a") as f:
         f.write('"alpha.broken" = "paperbricks.alpha.bench:broken"\n')
     proc = subprocess.run(
