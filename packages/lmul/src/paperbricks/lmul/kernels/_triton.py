@@ -37,6 +37,7 @@ from ..config import CONTAINERS
 from ..reference import LMulPlan, make_plan, round_operand, to_container
 
 BLOCK = 1024
+MAX_GRID_Z = 65535
 
 
 @triton.jit
@@ -239,13 +240,30 @@ def lmul_matmul_fwd(
 ) -> torch.Tensor:
     """Launch ``_lmul_matmul_fwd_kernel``: (Bt, M, K) × (Bt, K, N) -> (Bt, M, N) in a's dtype."""
     plan = make_plan(CONTAINERS[a.dtype], k, semantics)
-    ar = round_operand(a, plan, rounding, impl="triton")  # (Bt, M, K) float32 on the k-bit grid
-    br = round_operand(b, plan, rounding, impl="triton")  # (Bt, K, N)
-    bt, m, kk = ar.shape
+    # A is rounded into a (Bt, K, M) buffer so that the per-k column loads are contiguous.
+    at = round_operand(a.transpose(1, 2), plan, rounding, impl="triton")  # (Bt, K, M) float32
+    br = round_operand(b, plan, rounding, impl="triton")  # (Bt, K, N) float32 on the k-bit grid
+    ar = at.transpose(1, 2)  # (Bt, M, K) view
+    bt, m = ar.shape[:2]
     n = br.shape[-1]
     out = torch.empty(bt, m, n, dtype=torch.float32, device=a.device)
     if out.numel() == 0:
         return to_container(out, a.dtype)
+    for b0 in range(0, bt, MAX_GRID_Z):  # CUDA caps the grid's z dimension
+        b1 = min(bt, b0 + MAX_GRID_Z)
+        _launch_matmul(ar[b0:b1], br[b0:b1], out[b0:b1], plan, accumulate)
+    return to_container(out, a.dtype)
+
+
+def _launch_matmul(
+    ar: torch.Tensor,
+    br: torch.Tensor,
+    out: torch.Tensor,
+    plan: LMulPlan,
+    accumulate: torch.dtype | FloatFormat,
+) -> None:
+    bt, m, kk = ar.shape
+    n = br.shape[-1]
     acc_round = isinstance(accumulate, FloatFormat)
     acc_fmt = accumulate if acc_round else CONTAINERS[torch.float32]
     c = format_constants(acc_fmt)  # type: ignore[arg-type]
@@ -274,4 +292,3 @@ def lmul_matmul_fwd(
         BN=bn,
         num_warps=warps,
     )
-    return to_container(out, a.dtype)
