@@ -13,7 +13,7 @@ import pytest
 import torch
 from transformers import DiffLlamaConfig, DiffLlamaForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from paperbricks.core_kernels.testing import assert_close
+from paperbricks.core_kernels.testing import assert_close, assert_lean_import
 from paperbricks.diffattn.convert import (
     convert_llama_to_diff,
     hf_to_unilm,
@@ -226,3 +226,10 @@ def test_llama_conversion_errors():
         convert_llama_to_diff(_llama(4, 1), mode="split_heads")
     with pytest.raises(TypeError, match="keep_lambda_scale"):
         convert_llama_to_diff(_llama(), keep_lambda_scale=1)
+
+
+def test_modules_import_leanly():
+    """The attention module imports no triton and no CUDA. (The models and converters import
+    transformers' ``PreTrainedModel``, which imports ``torch._dynamo`` and with it triton, so the
+    package root must keep importing them lazily.)"""
+    assert_lean_import("paperbricks.diffattn.modules")
