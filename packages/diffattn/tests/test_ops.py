@@ -186,6 +186,21 @@ def test_triton_non_contiguous_inputs(seeded):
                  diff_attention(*mixed, impl="triton"))  # fmt: skip
 
 
+def test_triton_backward_with_expanded_upstream_gradient(seeded):
+    # y.sum().backward() hands the kernel a stride-0 dY.
+    x, kw = _make(1, 2, 1, 9, 9, 8, 16)
+    grads = {}
+    for impl in ("reference", "triton"):
+        leaves = {k: v.clone().requires_grad_(True) for k, v in x.items()}
+        y = diff_attention(*(leaves[k] for k in ("q1", "q2", "k1", "k2", "v", "lam")),
+                           norm_weight=leaves["w"], impl=impl, **kw)  # fmt: skip
+        y.sum().backward()
+        grads[impl] = leaves
+    for k in x:
+        r = 1e-4 if k in ("lam", "w") else 1e-5
+        assert_close(f"d{k}", grads["reference"][k].grad, grads["triton"][k].grad, ratio=r)
+
+
 def test_triton_no_grad_path_equals_grad_path(seeded):
     x, kw = _make(1, 2, 1, 17, 17, 8, 16)
     args = [x[k] for k in ("q1", "q2", "k1", "k2", "v", "lam")]

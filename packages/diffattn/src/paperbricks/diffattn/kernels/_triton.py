@@ -474,7 +474,7 @@ def _launch_bwd(dy, q1, q2, k1, k2, v, lam, weight, saved, causal, scale, normal
     )  # fmt: skip
 
     precision = _precision(q1.dtype)
-    dq1, dq2 = torch.empty_like(q1, memory_format=torch.contiguous_format), None
+    dq1 = torch.empty_like(q1, memory_format=torch.contiguous_format)
     dq2 = torch.empty_like(dq1)
     dk1 = torch.empty((b, hkv, s, d), device=dev, dtype=k1.dtype)
     dk2 = torch.empty_like(dk1)
@@ -513,22 +513,9 @@ class _DiffFlashAttention(torch.autograd.Function):
     def forward(ctx, q1, q2, k1, k2, v, lam, weight, causal, scale, normalize, out_scale, eps,
                 cu, seg):  # fmt: skip
         y, saved = _launch_fwd(
-            q1,
-            q2,
-            k1,
-            k2,
-            v,
-            lam,
-            weight,
-            causal,
-            scale,
-            normalize,
-            out_scale,
-            eps,
-            cu,
-            seg,
+            q1, q2, k1, k2, v, lam, weight, causal, scale, normalize, out_scale, eps, cu, seg,
             save=True,
-        )
+        )  # fmt: skip
         o1, o2, stats = saved
         ctx.save_for_backward(q1, q2, k1, k2, v, lam, weight, o1, o2, stats, cu, seg)
         ctx.args = (causal, scale, normalize, out_scale)
