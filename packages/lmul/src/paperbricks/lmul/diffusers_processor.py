@@ -57,7 +57,7 @@ class LMulAttnProcessor:
     Examples:
         >>> import torch
         >>> from diffusers.models.attention_processor import Attention
-        >>> from paperbricks.lmul import LMulConfig
+        >>> from paperbricks.lmul.config import LMulConfig
         >>> attn = Attention(query_dim=16, heads=2, dim_head=8)
         >>> attn.set_processor(LMulAttnProcessor(LMulConfig(mantissa_bits=4)))
         >>> attn(torch.randn(1, 5, 16)).shape

@@ -67,7 +67,7 @@ def lmul_config_to_dict(config: LMulConfig) -> dict[str, Any]:
     ``accumulate`` becomes ``"float32"``/``"float64"`` or a dict of the ``FloatFormat`` fields.
 
     Examples:
-        >>> from paperbricks.lmul import LMulConfig
+        >>> from paperbricks.lmul.config import LMulConfig
         >>> lmul_config_to_dict(LMulConfig(mantissa_bits=4))["accumulate"]
         'float32'
     """
@@ -238,7 +238,7 @@ def register_lmul_attention(config: LMulConfig | None = None, name: str = "lmul"
         ValueError: ``name`` collides with transformers' own naming.
 
     Examples:
-        >>> from paperbricks.lmul import LMulConfig
+        >>> from paperbricks.lmul.config import LMulConfig
         >>> register_lmul_attention(LMulConfig(mantissa_bits=4), name="lmul:4")
         'lmul:4'
     """
@@ -281,7 +281,7 @@ def set_lmul_attention(
     Examples:
         >>> from transformers import LlamaForCausalLM
         >>> from paperbricks.core_kernels.testing import tiny_llama_config
-        >>> from paperbricks.lmul import LMulConfig
+        >>> from paperbricks.lmul.config import LMulConfig
         >>> model = set_lmul_attention(LlamaForCausalLM(tiny_llama_config()), LMulConfig(mantissa_bits=7))
         >>> model.config._attn_implementation, model.config.lmul_config["mantissa_bits"]
         ('lmul', 7)

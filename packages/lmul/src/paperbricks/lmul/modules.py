@@ -70,7 +70,7 @@ class LMulLinear(nn.Linear):
 
     Examples:
         >>> import torch
-        >>> from paperbricks.lmul import LMulConfig
+        >>> from paperbricks.lmul.config import LMulConfig
         >>> layer = LMulLinear(4, 2, config=LMulConfig(mantissa_bits=None))
         >>> layer(torch.randn(3, 4)).shape
         torch.Size([3, 2])
@@ -207,7 +207,7 @@ def apply_lmul_(
 
     Examples:
         >>> import torch
-        >>> from paperbricks.lmul import LMulConfig
+        >>> from paperbricks.lmul.config import LMulConfig
         >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
         >>> cfg = LMulConfig(mantissa_bits=4, targets=("linear",))
         >>> net = apply_lmul_(net, cfg, filter_fn=lambda mod, fqn: fqn == "0")
@@ -357,7 +357,7 @@ def lmul_attention(
 
     Examples:
         >>> import torch
-        >>> from paperbricks.lmul import LMulConfig
+        >>> from paperbricks.lmul.config import LMulConfig
         >>> q = torch.randn(1, 4, 5, 8); k = torch.randn(1, 2, 5, 8); v = torch.randn(1, 2, 5, 8)
         >>> out, probs = lmul_attention(q, k, v, config=LMulConfig(mantissa_bits=4), is_causal=True)
         >>> out.shape, probs.shape
