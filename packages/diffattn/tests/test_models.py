@@ -85,6 +85,7 @@ def _tiny_diffllama(heads: int, kv: int, seed: int = 0) -> DiffLlamaForCausalLM:
         vocab_size=64, hidden_size=8 * heads, intermediate_size=48, num_hidden_layers=2,
         num_attention_heads=heads, num_key_value_heads=kv, lambda_std_dev=0.4,
         max_position_embeddings=64,
+        rope_parameters={"rope_type": "default", "rope_theta": 500.0},  # not the default
     )  # fmt: skip
     return DiffLlamaForCausalLM(cfg).eval()
 
@@ -95,7 +96,7 @@ def test_logits_equal_hf_diffllama(heads, kv):
     ours = load_hf_diffllama(src)
     assert ours.config.layout == "hf" and ours.config.rope_layout == "half"
     assert ours.config.num_attention_heads == heads // 2  # diff-heads, not component heads
-    assert not ours.config.norm_affine
+    assert not ours.config.norm_affine and ours.config.rope_theta == 500.0
     ids = torch.randint(0, 64, (2, 13))
     with torch.no_grad():
         assert_close("logits vs DiffLlama", src(ids).logits, ours(ids).logits, ratio=1e-5)
