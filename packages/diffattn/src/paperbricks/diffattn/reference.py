@@ -35,7 +35,7 @@ import math
 
 import torch
 
-from paperbricks.core_kernels.attention import attention, segment_ids
+from paperbricks.core_kernels.attention import attention, visibility_mask
 from paperbricks.core_kernels.norm import rms_norm, rms_norm_reference
 
 __all__ = [
@@ -108,20 +108,6 @@ def diff_epilogue(
     return y
 
 
-def _visible(
-    t: int, s: int, causal: bool, cu_seqlens: torch.Tensor | None, device: torch.device
-) -> torch.Tensor | None:
-    """(T, S) bool: which keys each query may see (None when all)."""
-    keep = None
-    if causal:
-        keep = torch.ones(t, s, dtype=torch.bool, device=device).tril(s - t)  # j <= i + S − T
-    if cu_seqlens is not None:
-        seg = segment_ids(cu_seqlens, t)  # (T,), T == S when packed
-        same = seg[:, None] == seg[None, :]
-        keep = same if keep is None else keep & same
-    return keep
-
-
 def _softmax(scores: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
     """Row softmax over the visible keys; rows that see no key give all zeros (not NaN)."""
     if keep is not None:
@@ -186,7 +172,7 @@ def diff_attention_reference(
     k2r = k2.to(cdt).repeat_interleave(group, dim=1)  # (B, H, S, D)
     vr = v.to(cdt).repeat_interleave(group, dim=1)  # (B, H, S, Dv)
 
-    keep = _visible(t, s, causal, cu_seqlens, q1.device)  # (T, S) or None
+    keep = visibility_mask(t, s, causal, cu_seqlens, q1.device)  # (T, S) or None
     a1 = _softmax(torch.einsum("bhtd,bhsd->bhts", q1.to(cdt), k1r) * scale, keep)  # (B, H, T, S)
     a2 = _softmax(torch.einsum("bhtd,bhsd->bhts", q2.to(cdt), k2r) * scale, keep)  # (B, H, T, S)
     maps = a1 - _lam_view(lam, cdt) * a2  # (B, H, T, S), eq. (2)

@@ -22,7 +22,7 @@ Importing this package imports neither triton nor CUDA.
 """
 
 from .ops import attention, varlen_attention
-from .reference import attention_reference, sdpa_attention, segment_ids
+from .reference import attention_reference, sdpa_attention, segment_ids, visibility_mask
 
 __all__ = [
     "attention",
@@ -30,4 +30,5 @@ __all__ = [
     "sdpa_attention",
     "segment_ids",
     "varlen_attention",
+    "visibility_mask",
 ]

@@ -36,6 +36,7 @@ from .triton_blocks import (
     segment_keep,
     softmax_finalize,
     store_tile,
+    visible_key_range,
 )
 
 __all__ = ["MAX_HEAD_DIM", "flash_attention"]
@@ -44,23 +45,6 @@ __all__ = ["MAX_HEAD_DIM", "flash_attention"]
 MAX_HEAD_DIM = 128
 
 _LOG2E = 1.4426950408889634
-
-
-@triton.jit
-def _kv_range(
-    CU, SEG, first, n_tok, block, diag_offset, n_keys, CAUSAL: tl.constexpr, VARLEN: tl.constexpr
-):
-    """[lo, hi) of keys visible to the query tokens [first, first + block)."""
-    if VARLEN:
-        last = tl.minimum(first + block, n_tok) - 1
-        lo = tl.load(CU + tl.load(SEG + first))
-        hi = tl.load(CU + tl.load(SEG + last) + 1)
-    else:
-        lo = 0
-        hi = n_keys
-    if CAUSAL:
-        hi = tl.minimum(hi, first + block + diag_offset)
-    return lo, hi
 
 
 @triton.jit
@@ -95,7 +79,7 @@ def _attention_fwd_kernel(
     q = load_tile(q_base, offs_m, offs_d, stride_qt, stride_qd, T, D)  # (BM, BD)
     if VARLEN:
         seg_m = tl.load(SEG + offs_m, mask=offs_m < T, other=-1)
-    lo, hi = _kv_range(CU, SEG, first, T, BLOCK_M, diag, S, CAUSAL, VARLEN)
+    lo, hi = visible_key_range(CU, SEG, first, T, BLOCK_M, diag, S, CAUSAL, VARLEN)
 
     m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
     l_i = tl.zeros((BLOCK_M,), tl.float32)
@@ -264,7 +248,7 @@ def _attention_bwd_dq_kernel(
     delta = tl.load(DELTA + row, mask=m_ok, other=0.0)
     if VARLEN:
         seg_m = tl.load(SEG + offs_m, mask=m_ok, other=-1)
-    lo, hi = _kv_range(CU, SEG, first, T, BLOCK_M, diag, S, CAUSAL, VARLEN)
+    lo, hi = visible_key_range(CU, SEG, first, T, BLOCK_M, diag, S, CAUSAL, VARLEN)
 
     k_base = K + b * stride_kb + hk * stride_kh
     v_base = V + b * stride_vb + hk * stride_vh

@@ -41,10 +41,15 @@ def segment_ids(cu_seqlens: torch.Tensor, n: int) -> torch.Tensor:
     return torch.searchsorted(cu_seqlens[1:].contiguous(), positions, right=True).to(torch.int32)
 
 
-def _allowed(
+def visibility_mask(
     t: int, s: int, causal: bool, cu_seqlens: torch.Tensor | None, device: torch.device
 ) -> torch.Tensor | None:
-    """Boolean (T, S) visibility pattern from causality and packing, or None when all is visible."""
+    """Boolean (T, S) visibility pattern from causality and packing, or None when all is visible.
+
+    Causal is bottom-right aligned (query i sees key j iff ``j <= i + S − T``); with
+    ``cu_seqlens`` (T == S) only keys of the query's own packed segment are visible. This builds
+    the dense mask: for references and tests, not for the fast paths.
+    """
     keep = None
     if causal:
         keep = torch.ones(t, s, dtype=torch.bool, device=device).tril(s - t)  # j <= i + (S - T)
@@ -110,7 +115,7 @@ def attention_reference(
             scores = scores.masked_fill(~mask, float("-inf"))
         else:
             scores = scores + mask.to(compute)
-    keep = _allowed(t, s, causal, cu_seqlens, q.device)
+    keep = visibility_mask(t, s, causal, cu_seqlens, q.device)
     if keep is not None:
         scores = scores.masked_fill(~keep, float("-inf"))
 

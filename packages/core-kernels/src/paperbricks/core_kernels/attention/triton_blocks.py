@@ -17,6 +17,8 @@ scores multiplied by log2(e), so that ``exp2`` can be used) and already masked w
 - :func:`causal_keep`: bottom-right causal visibility, key n visible to query m iff
   ``n <= m + diag_offset`` (``diag_offset = S - T``).
 - :func:`segment_keep`: block-diagonal visibility of packed sequences from per-token segment ids.
+- :func:`visible_key_range`: the [lo, hi) key range a block of queries can see (causality and
+  packing), so kernels skip key blocks that are entirely masked.
 - :func:`online_softmax_update`, :func:`softmax_finalize`: the FA2 running max / running sum,
   safe for rows that have seen no key yet (no NaN from ``-inf - -inf``).
 """
@@ -33,6 +35,7 @@ __all__ = [
     "segment_keep",
     "softmax_finalize",
     "store_tile",
+    "visible_key_range",
 ]
 
 
@@ -92,3 +95,24 @@ def softmax_finalize(acc, m_i, l_i):
     ln2: tl.constexpr = 0.6931471805599453
     lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(tl.where(empty, 1.0, l_i))) * ln2)
     return out, lse
+
+
+@triton.jit
+def visible_key_range(
+    CU, SEG, first, n_tok, block, diag_offset, n_keys, CAUSAL: tl.constexpr, VARLEN: tl.constexpr
+):
+    """[lo, hi) of the keys visible to the query tokens [first, first + block).
+
+    ``CU`` holds the packed ``cu_seqlens`` and ``SEG`` the per-token segment ids (read only when
+    ``VARLEN``); with ``CAUSAL`` the range ends at ``first + block + diag_offset`` (bottom-right).
+    """
+    if VARLEN:
+        last = tl.minimum(first + block, n_tok) - 1
+        lo = tl.load(CU + tl.load(SEG + first))
+        hi = tl.load(CU + tl.load(SEG + last) + 1)
+    else:
+        lo = 0
+        hi = n_keys
+    if CAUSAL:
+        hi = tl.minimum(hi, first + block + diag_offset)
+    return lo, hi

@@ -46,6 +46,7 @@ from paperbricks.core_kernels.attention.triton_blocks import (
     segment_keep,
     softmax_finalize,
     store_tile,
+    visible_key_range,
 )
 
 __all__ = ["MAX_D", "MAX_DV", "diff_flash_attention"]
@@ -55,23 +56,6 @@ MAX_D = 128
 MAX_DV = 256
 
 _LOG2E = 1.4426950408889634
-
-
-@triton.jit
-def _key_range(
-    CU, SEG, first, n_tok, block, diag_offset, n_keys, CAUSAL: tl.constexpr, VARLEN: tl.constexpr
-):
-    """[lo, hi) of the keys visible to query tokens [first, first + block)."""
-    if VARLEN:
-        last = tl.minimum(first + block, n_tok) - 1
-        lo = tl.load(CU + tl.load(SEG + first))
-        hi = tl.load(CU + tl.load(SEG + last) + 1)
-    else:
-        lo = 0
-        hi = n_keys
-    if CAUSAL:
-        hi = tl.minimum(hi, first + block + diag_offset)
-    return lo, hi
 
 
 @triton.jit
@@ -108,7 +92,7 @@ def _diff_attention_fwd_kernel(
     q2 = load_tile(Q2 + q_off, offs_m, offs_d, stride_qt, stride_qd, T, D)  # (BM, BD)
     if VARLEN:
         seg_m = tl.load(SEG + offs_m, mask=offs_m < T, other=-1)
-    lo, hi = _key_range(CU, SEG, first, T, BLOCK_M, diag, S, CAUSAL, VARLEN)
+    lo, hi = visible_key_range(CU, SEG, first, T, BLOCK_M, diag, S, CAUSAL, VARLEN)
 
     m1 = tl.full((BLOCK_M,), float("-inf"), ACC)
     m2 = tl.full((BLOCK_M,), float("-inf"), ACC)
@@ -332,7 +316,7 @@ def _diff_attention_bwd_dq_kernel(
     lam = tl.load(LAM + h * lam_stride).to(ACC)
     if VARLEN:
         seg_m = tl.load(SEG + offs_m, mask=m_ok, other=-1)
-    lo, hi = _key_range(CU, SEG, first, T, BLOCK_M, diag, S, CAUSAL, VARLEN)
+    lo, hi = visible_key_range(CU, SEG, first, T, BLOCK_M, diag, S, CAUSAL, VARLEN)
 
     k_off = b * stride_kb + hk * stride_kh
     v_base = V + b * stride_vb + hk * stride_vh
