@@ -297,6 +297,13 @@ def test_lmul_attention_options(seeded):
     p_ref = torch.softmax(lmul(s, torch.tensor(0.5), mantissa_bits=3), -1)
     assert_bitwise_equal(probs, p_ref, "lmul_scale probabilities")
     assert not torch.equal(scaled, base)
+    # ... in the inputs' container (bfloat16 here), like the matmul products
+    qb, kb, vb = q.bfloat16(), k.bfloat16(), v.bfloat16()
+    _, probs_b = lmul_attention(qb, kb, vb, config=LMulConfig(mantissa_bits=3, lmul_scale=True))
+    s_b = lmul_matmul(qb, kb.transpose(-1, -2).contiguous(), mantissa_bits=3)
+    half = torch.tensor(0.5, dtype=torch.bfloat16)
+    p_ref_b = torch.softmax(lmul(s_b, half, mantissa_bits=3).float(), -1)
+    assert_bitwise_equal(probs_b, p_ref_b, "lmul_scale probabilities (bf16)")
     # softcap: tanh capping before the softmax
     _, p_cap = lmul_attention(q, k, v, config=cfg, softcap=0.1)
     assert_close("softcap", torch.softmax(torch.tanh(s * 0.5 / 0.1) * 0.1, -1), p_cap)
@@ -318,6 +325,22 @@ def test_lmul_attention_backward_flows(seeded):
         assert torch.isfinite(t.grad).all()
         # straight-through through an L-Mul forward: close to, not equal to, exact gradients
         assert_close(f"d{name}", e.grad, t.grad, ratio=0.2)
+
+
+def test_triton_path_matches_reference_in_interpreter(seeded):
+    """impl="triton" through the drop-ins (non-contiguous Kᵀ, GQA grouping, lmul_scale) equals
+    the reference bit for bit; tiny shapes for the CPU interpreter."""
+    q = torch.randn(1, 4, 3, 8, dtype=torch.bfloat16)
+    k = torch.randn(1, 2, 5, 8, dtype=torch.bfloat16)
+    v = torch.randn(1, 2, 5, 4, dtype=torch.bfloat16)
+    base = nn.Linear(4, 3, dtype=torch.bfloat16)
+    outs = {}
+    for impl in ("triton", "reference"):
+        cfg = LMulConfig(mantissa_bits=3, impl=impl, lmul_scale=True, targets=LINEAR)
+        att, _ = lmul_attention(q, k, v, config=cfg, is_causal=True)
+        outs[impl] = (att, LMulLinear.from_linear(base, cfg)(att))
+    assert_bitwise_equal(outs["triton"][0], outs["reference"][0], "lmul_attention triton")
+    assert_bitwise_equal(outs["triton"][1], outs["reference"][1], "LMulLinear triton")
 
 
 def test_lmul_attention_bad_inputs():

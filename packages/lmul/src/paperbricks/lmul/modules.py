@@ -329,7 +329,8 @@ def lmul_attention(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention with QKᵀ and PV through L-Matmul and an exact float32 softmax.
 
-    ``S = L-Matmul(Q, Kᵀ)·scale`` (an L-Mul ``lmul(S, scale)`` when ``config.lmul_scale``), then
+    ``S = L-Matmul(Q, Kᵀ)·scale`` (an L-Mul ``lmul(S, scale)`` in the inputs' container when
+    ``config.lmul_scale``, else a float32 multiply), then
     optionally ``S = softcap·tanh(S/softcap)``, ``S += mask``, ``P = softmax(S)`` in float32,
     dropout, ``O = L-Matmul(P, V)``. Both L-Matmuls run in the inputs' dtype container: ``P`` is
     cast to it first, as eager attention does; the scores are upcast to float32 after the first.
@@ -377,11 +378,13 @@ def lmul_attention(
     # GQA without repeat_kv: group the G query heads of a key/value head along the rows.
     qg = query.reshape(b, hkv, g * t, d)  # (B, Hkv, G·T, D)
     scores = lmul_matmul(qg, key.transpose(-1, -2), **mm)  # (B, Hkv, G·T, S)
-    scores = scores.reshape(b, h, t, s).float()  # (B, H, T, S)
+    scores = scores.reshape(b, h, t, s)  # (B, H, T, S), inputs' dtype
     if config.lmul_scale:
-        scores = lmul(scores, scores.new_full((), float(scale)), **config.lmul_kwargs())
+        # the scaling as one more L-Mul, in the same container as the matmuls' products
+        scale_t = scores.new_full((), float(scale))
+        scores = lmul(scores, scale_t, **config.lmul_kwargs()).float()
     else:
-        scores = scores * scale
+        scores = scores.float() * scale
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
     if attn_mask is not None:
