@@ -309,3 +309,43 @@ def test_matmul_float64_accumulation_and_dtype(seeded):
     assert out.dtype == torch.bfloat16
     ref64 = _products(a, b).double().sum(2)
     assert torch.equal(out, ref64.to(torch.bfloat16))
+
+
+# --- random float32 bit patterns against a float64 oracle ------------------------------------------
+
+
+def _oracle_fp32(x: torch.Tensor, y: torch.Tensor, semantics: str) -> torch.Tensor:
+    """The policy written with float64 values (frexp), independent of the bit arithmetic."""
+    tiny = torch.finfo(torch.float32).tiny
+    xd, yd = x.double(), y.double()
+    xz = torch.where(xd.abs() < tiny, 0.0, xd)  # subnormals flush (DAZ)
+    yz = torch.where(yd.abs() < tiny, 0.0, yd)
+    sign = torch.where(torch.signbit(x) ^ torch.signbit(y), -1.0, 1.0).double()
+    mx, ex = torch.frexp(xz.abs())
+    my, ey = torch.frexp(yz.abs())
+    s = (2 * mx - 1) + (2 * my - 1) + 2.0**-4  # l(23) = 4
+    e = (ex - 1 + ey - 1).double()
+    if semantics == "bits":
+        mag = torch.where(s < 1, 1 + s, torch.where(s < 2, 2 * s, 4 * (s - 1))) * 2**e
+    else:
+        mag = (1 + s) * 2**e
+    mag = torch.where(mag < tiny, 0.0, mag)  # underflow
+    out = (sign * mag).float()  # RNE (only "equation" at full width rounds); overflow -> ±Inf
+    zero = (xz == 0) | (yz == 0)
+    inf = torch.isinf(xz) | torch.isinf(yz)
+    out = torch.where(zero, sign.float() * 0.0, out)
+    out = torch.where(inf, sign.float() * INF, out)
+    nan = torch.isnan(x) | torch.isnan(y) | (inf & zero)
+    return torch.where(nan, torch.tensor(NAN), out)
+
+
+@pytest.mark.parametrize("semantics", ["bits", "equation"])
+def test_random_fp32_bit_patterns_against_float64_oracle(seeded, semantics):
+    """Uniform over all 2^32 patterns (NaN payloads, Inf, subnormals, over/underflow), plus a
+    band of exponents near the overflow and underflow edges of the product."""
+    u = torch.randint(-(1 << 31), 1 << 31, (2, 40_000), dtype=torch.int64)
+    x, y = u.to(torch.int32).view(torch.float32)  # (40000,) each
+    near = torch.randn(2, 20_000) * torch.exp2(torch.randint(-66, 66, (2, 20_000)).float())
+    x, y = torch.cat([x, near[0]]), torch.cat([y, near[1]])
+    got = lmul_reference(x, y, semantics=semantics)
+    assert_bitwise_equal(got, _oracle_fp32(x, y, semantics), f"random patterns ({semantics})")
