@@ -323,7 +323,9 @@ def test_gpu_generate_triton_matches_reference(dtype, seeded):
         eager = model(ids).logits.float()
         model.set_attn_implementation("lmul:gpu_t")
         tri = model(ids).logits
-        out = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=0)
+        out = model.generate(
+            ids, max_new_tokens=8, min_new_tokens=8, do_sample=False, pad_token_id=0
+        )
         model.set_attn_implementation("lmul:gpu_r")
         ref = model(ids).logits
     assert_bitwise_equal(tri, ref, "triton vs reference logits")
