@@ -146,7 +146,9 @@ def make_plan(container: FloatFormat, k: int, semantics: str) -> LMulPlan:
     )
 
 
-def round_operand(x: torch.Tensor, plan: LMulPlan, rounding: str, impl: str = "reference"):
+def round_operand(
+    x: torch.Tensor, plan: LMulPlan, rounding: str, impl: str = "reference"
+) -> torch.Tensor:
     """x rounded to the plan's k-bit format (``rounding`` = "trunc"/"rne"), subnormals flushed.
 
     Overflow follows IEEE (RNE past the largest value gives ±Inf, truncation gives ±max); NaN
