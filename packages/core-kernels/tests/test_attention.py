@@ -465,3 +465,20 @@ def test_gpu_causality_and_packing_isolation(seeded):
     p1 = attention(q, k, v, cu_seqlens=cu, impl="triton")
     p2 = attention(q2, k2, v2, cu_seqlens=cu, impl="triton")
     assert_bitwise_equal(p1[:, :, :333], p2[:, :, :333], "segment A")
+
+
+@pytest.mark.parametrize(("d", "dv"), [(8, 16), (16, 8), (5, 12)])
+@pytest.mark.parametrize("causal", [False, True])
+def test_sdpa_wrapper_unequal_widths_forward_and_backward(seeded, d, dv, causal):
+    """The CPU zero-padding of the narrower side (for SDPA's fused kernel) changes nothing."""
+    q, k, v = _qkv(2, 4, 2, 7, 9, d, dv, dtype=torch.float64)
+    q, k, v = (x.requires_grad_(True) for x in (q, k, v))
+    ref = attention_reference(q, k, v, causal=causal, scale=0.3)
+    out = sdpa_attention(q, k, v, causal=causal, scale=0.3)
+    assert out.shape == (2, 4, 7, dv)
+    assert_close("o", ref, out)
+    g = torch.randn_like(ref)
+    ref_grads = torch.autograd.grad(ref, (q, k, v), g)
+    out_grads = torch.autograd.grad(out, (q, k, v), g)
+    for name, a, b in zip("qkv", ref_grads, out_grads, strict=True):
+        assert_close(f"d{name}", a, b)

@@ -137,6 +137,16 @@ def _sdpa_one(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: float | None
 ) -> torch.Tensor:
     """SDPA on one (B, H, T, D) block with bottom-right causality and GQA."""
+    d, dv = q.shape[-1], v.shape[-1]
+    if q.device.type == "cpu" and d != dv:
+        # PyTorch's fused CPU kernel needs D == Dv and otherwise falls back to its ~3x slower math
+        # path. Zero columns change neither the scores (q·k) nor the output, so pad the narrower
+        # side and keep the scale of the true D.
+        scale = d**-0.5 if scale is None else scale
+        if dv > d:
+            q, k = F.pad(q, (0, dv - d)), F.pad(k, (0, dv - d))
+        else:
+            return _sdpa_one(q, k, F.pad(v, (0, d - dv)), causal, scale)[..., :dv]
     t, s = q.shape[2], k.shape[2]
     gqa = q.shape[1] != k.shape[1]
     if not causal:
