@@ -62,7 +62,7 @@ class NeedleBudget:
     """Sizes of one multi-needle experiment (the models, the task and the training)."""
 
     seeds: int = 2  # independent seeds (model init + training batches)
-    steps: int = 200  # optimiser steps per model
+    steps: int = 300  # optimiser steps per model
     batch_size: int = 24  # sequences per step
     lr: float = 3e-3  # peak AdamW learning rate (warm-up then cosine)
     length: int = 40  # tokens per sequence, answers included
