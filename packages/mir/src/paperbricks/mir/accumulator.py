@@ -58,8 +58,12 @@ __all__ = ["MIRAccumulator", "find_decoder_layers", "find_language_model"]
 logger = logging.getLogger(__name__)
 
 _MODALITIES = ("vision", "text")
-_INT_VIEW = {1: (torch.uint8, np.uint8), 2: (torch.int16, np.int16), 4: (torch.int32, np.int32),
-             8: (torch.int64, np.int64)}
+_INT_VIEW = {
+    1: (torch.uint8, np.uint8),
+    2: (torch.int16, np.int16),
+    4: (torch.int32, np.int32),
+    8: (torch.int64, np.int64),
+}
 
 
 # --------------------------------------------------------------------------- model discovery
@@ -164,7 +168,7 @@ class _RowStore:
         cols = max(1, block_bytes // max(1, 8 * self.n))
         out = []
         for c0 in range(0, self.dim, cols):
-            block = torch.from_numpy(np.ascontiguousarray(mm[:, c0 : c0 + cols]))
+            block = torch.from_numpy(np.array(mm[:, c0 : c0 + cols], copy=True))
             out.append(block.view(self.dtype).to(torch.float64).median(dim=0).values)
         del mm
         return torch.cat(out)
@@ -200,7 +204,7 @@ class _Reservoir:
         rest = rows[take:]
         if rest.shape[0]:
             idx = self.seen + take + torch.arange(rest.shape[0], dtype=torch.float64)  # 0-based
-            slot = (torch.rand(rest.shape[0], generator=self.gen, dtype=torch.float64) * (idx + 1))
+            slot = torch.rand(rest.shape[0], generator=self.gen, dtype=torch.float64) * (idx + 1)
             slot = slot.floor().long()
             for r, j in zip(rest[slot < self.k], slot[slot < self.k].tolist(), strict=True):
                 self.buf[j] = r
@@ -341,7 +345,9 @@ class MIRAccumulator:
         if n_layers is not None:
             bad = [i for i in self.layers if not 0 <= i <= n_layers]
             if bad:
-                raise ValueError(f"layers: indices {bad} outside 0..{n_layers} (hidden-state numbering)")
+                raise ValueError(
+                    f"layers: indices {bad} outside 0..{n_layers} (hidden-state numbering)"
+                )
         self.n_layers = n_layers
         self.accum_device = torch.device(accum_device) if accum_device is not None else self.device
 
@@ -675,7 +681,10 @@ class MIRAccumulator:
             )
         from tqdm.auto import tqdm
 
-        for phase, desc in (("stats", "MIR pass 1/2 (statistics)"), ("moments", "MIR pass 2/2 (moments)")):
+        for phase, desc in (
+            ("stats", "MIR pass 1/2 (statistics)"),
+            ("moments", "MIR pass 2/2 (moments)"),
+        ):
             if self.phase != phase:
                 raise ValueError(f"run: expected a fresh accumulator, phase is {self.phase!r}")
             for batch in tqdm(make(), total=total, desc=desc, disable=not progress):
