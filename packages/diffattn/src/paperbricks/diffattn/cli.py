@@ -92,24 +92,19 @@ def _needle_table(arch: str, budget: Any, runs: list[dict[str, Any]]) -> str:
         return sum(xs) / len(xs)
 
     depths = [str(float(d)) for d in budget.eval_depths]
+    head = " ".join(f"{'d=' + format(float(d), '.2f'):>7}" for d in budget.eval_depths)
     lines = [
         f"{arch}: {runs[0]['params']} parameters, {len(runs)} seed(s), {budget.steps} steps, "
         f"L={budget.length}, {budget.samples} samples per cell",
-        "N    "
-        + " ".join(f"d={float(d):<5.2f}" for d in budget.eval_depths)
-        + "   mean   answer  noise",
+        f"{'N':<4} {head} {'mean':>7} {'answer':>7} {'noise':>7}",
     ]
     for n in budget.eval_needles:
         k = str(n)
-        cells = [mean([r["accuracy"][k][d] for r in runs]) for d in depths]
+        cells = " ".join(f"{mean([r['accuracy'][k][d] for r in runs]):7.3f}" for d in depths)
         acc = mean([r["accuracy_by_n"][k] for r in runs])
         ans = mean([r["answer_mass"][k] for r in runs])
         noi = mean([r["noise_mass"][k] for r in runs])
-        lines.append(
-            f"{n:<4} "
-            + " ".join(f"{c:7.3f}" for c in cells)
-            + f"   {acc:.3f}  {ans:.3f}   {noi:.3f}"
-        )
+        lines.append(f"{n:<4} {cells} {acc:7.3f} {ans:7.3f} {noi:7.3f}")
     loss = mean([r["final_loss"] for r in runs])
     secs = sum(r["train_seconds"] for r in runs)
     lines.append(f"final train loss {loss:.4f}, training time {secs:.1f} s")
