@@ -45,7 +45,9 @@ MaskFn = Callable[[Mapping[str, Any]], tuple[torch.Tensor, torch.Tensor]]
 
 def _check_ids(input_ids: object) -> torch.Tensor:
     if not isinstance(input_ids, torch.Tensor):
-        raise TypeError(f"input_ids: expected a (B, T) integer tensor, got {type(input_ids).__name__}")
+        raise TypeError(
+            f"input_ids: expected a (B, T) integer tensor, got {type(input_ids).__name__}"
+        )
     if input_ids.dim() != 2 or input_ids.is_floating_point() or input_ids.dtype == torch.bool:
         raise ValueError(
             f"input_ids: expected a (B, T) integer tensor, got {input_ids.dtype} "
