@@ -208,11 +208,20 @@ def apply_moca_(
         moca = MoCa(hidden, std, device=device, generator=generator)
         layer.add_module(MOCA_ATTR, moca)
         handle.modules.append(moca)
-        handle.handles.append(layer.register_forward_hook(_layer_hook(handle, moca)))
+        # prepend: run before any hook registered earlier (transformers' output_hidden_states
+        # capture, a MIRAccumulator), so they see the layer output *with* MoCa, as in the
+        # official code where MoCa sits inside the decoder layer.
+        hook = _layer_hook(handle, moca)
+        handle.handles.append(layer.register_forward_hook(hook, prepend=True))
 
     def pre_hook(module, args, kwargs):
         ids = kwargs.get("input_ids")
-        if ids is None and args and isinstance(args[0], torch.Tensor) and not args[0].is_floating_point():
+        if (
+            ids is None
+            and args
+            and isinstance(args[0], torch.Tensor)
+            and not args[0].is_floating_point()
+        ):
             ids = args[0]
         if ids is not None:
             handle.vision_mask = ids == token
@@ -282,6 +291,10 @@ def moca_param_groups(
         groups.append({"params": others, "lr": float(lr), "weight_decay": float(weight_decay)})
     if moca_params:
         groups.append(
-            {"params": moca_params, "lr": float(lr if moca_lr is None else moca_lr), "weight_decay": 0.0}
+            {
+                "params": moca_params,
+                "lr": float(lr if moca_lr is None else moca_lr),
+                "weight_decay": 0.0,
+            }
         )
     return groups
