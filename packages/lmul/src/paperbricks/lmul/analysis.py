@@ -128,8 +128,9 @@ def expected_relative_error(
     Args:
         m: operand mantissa bits k, 1 ≤ m ≤ :data:`MAX_ENUMERATION_BITS` (12). For wider
             mantissas use :func:`error_table` (sampling).
-        semantics: ``"bits"`` (carry into the exponent: ``2^(e+1)·S`` when ``S ≥ 1``) or
-            ``"equation"`` (``2^e·(1 + S)`` always).
+        semantics: ``"bits"`` (carry into the exponent: ``2^(e+1)·S`` when ``1 ≤ S < 2``, and
+            ``2^(e+2)·(S − 1)`` when the offset pushes ``S`` to ``[2, 2 + 2^−l)``, possible for
+            k ≥ 5) or ``"equation"`` (``2^e·(1 + S)`` always).
         operand_rounding: ``"trunc"`` (default) or ``"rne"``.
         law: ``"loguniform"`` (default) or ``"uniform"``.
         offset_bits: l, the offset ``2^−l``; default the paper's ``l(m)`` (:func:`offset_bits`).
@@ -162,8 +163,10 @@ def expected_relative_error(
     for r in range(0, len(a), rows):
         sl = slice(r, r + rows)
         S = a[sl, None] + a[None, :] + off  # (R, n) mantissa sum with the offset
-        # "bits": the carry doubles the exponent and keeps S; "equation": 1 + S always
-        val = np.where(S < 1.0, 1.0 + S, 2.0 * S) if semantics == "bits" else 1.0 + S
+        if semantics == "bits":  # the field carry bumps the exponent: once, or twice if S >= 2
+            val = np.where(S < 1.0, 1.0 + S, np.where(S < 2.0, 2.0 * S, 4.0 * (S - 1.0)))
+        else:  # the displayed formula: 1 + S, no carry
+            val = 1.0 + S
         P = val * scale[sl, None] * scale[None, :]  # L-Mul value on the cell pair
         w0 = s0[sl, None] + s0[None, :]
         w1 = s1[sl, None] + s1[None, :]
