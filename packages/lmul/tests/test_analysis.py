@@ -75,9 +75,9 @@ def test_expected_matches_lmul_on_normal_operands():
         z = lmul(x, y, mantissa_bits=k, impl="reference").double()
         mc = float(((z - exact).abs() / exact.abs()).mean())
         e = expected_relative_error(k)
-        # measured: 0.08 % (k=3) and 0.1 % (k=4) relative gap; N(0,1) significands are
-        # only approximately log-uniform
-        assert abs(mc - e) <= 0.01 * e, (k, mc, e)
+        # measured: 0.05 % (k=3), 0.10 % (k=4), 0.09 % (k=6) relative gap; N(0,1)
+        # significands are only approximately log-uniform
+        assert abs(mc - e) <= 0.005 * e, (k, mc, e)
 
 
 def test_expected_matches_spec_table():
