@@ -255,17 +255,19 @@ class MIRAccumulator:
 
     Examples:
         >>> import torch
-        >>> acc = MIRAccumulator(None, layers=[0])
+        >>> from paperbricks.mir.metric import modality_integration_rate
         >>> g = torch.Generator().manual_seed(0)
-        >>> hs = [torch.randn(2, 12, 4, generator=g)]
-        >>> vis = torch.zeros(2, 12, dtype=torch.bool); vis[:, :6] = True
-        >>> for _ in range(2):
-        ...     acc.observe_states(hs, vis, ~vis)
-        ...     if acc.phase == "stats":
+        >>> hs = torch.randn(2, 4, 12, 8, generator=g)  # (L, B, T, D)
+        >>> vis = torch.zeros(4, 12, dtype=torch.bool)
+        >>> vis[:, :6] = True
+        >>> acc = MIRAccumulator(None, layers=[0, 1])
+        >>> for phase in range(2):
+        ...     for b in range(4):  # one sample at a time
+        ...         acc.observe_states(hs[:, b : b + 1], vis[b : b + 1], ~vis[b : b + 1])
+        ...     if phase == 0:
         ...         acc.end_stats()
-        >>> round(acc.result().mir, 6) == round(
-        ...     __import__("paperbricks.mir.metric", fromlist=["x"]).modality_integration_rate(
-        ...         hs, vis, ~vis).mir, 6)
+        >>> streamed = acc.result()
+        >>> abs(streamed.mir - modality_integration_rate(hs, vis, ~vis).mir) < 1e-9
         True
     """
 
