@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from paperbricks.core_kernels.float_bits import E4M3FN, E5M2, all_codes, from_codes, round_to
+from paperbricks.core_kernels.testing import requires_cuda
 from paperbricks.lmul.analysis import (
     BASELINES,
     ErrorTable,
@@ -270,6 +271,7 @@ def test_histogram_png(tmp_path):
         (dict(baselines=("e3m4",)), ValueError, "baselines"),
         (dict(n=0), ValueError, "n: expected"),
         (dict(sources=(torch.zeros(4),)), ValueError, "every exact product is zero"),
+        (dict(device="tpu"), ValueError, "device"),
     ],
 )
 def test_bad_inputs(kw, exc, match):
@@ -300,3 +302,14 @@ def test_expected_matches_lmul_midpoint_rule(k, rounding, law):
     # kinks). At k = 6 dropping the double carry would shift the mean by ~1.5e-3 relative.
     tol = 2e-4 if k == 6 else 1e-3
     assert abs(approx - exact) <= tol * exact, (approx, exact)
+
+
+@requires_cuda
+def test_error_table_on_cuda_equals_cpu():
+    """On a GPU the L-Mul rows go through the Triton kernel: identical statistics, bit for bit."""
+    kw = dict(bits=(2, 3, 4, 7, 23), sources=("normal", "uniform"), n=1 << 20, seed=1)
+    cpu = error_table(**kw, device="cpu")
+    gpu = error_table(**kw, device="cuda")
+    assert len(cpu.rows) == len(gpu.rows)
+    for a, b in zip(cpu.rows, gpu.rows, strict=True):
+        assert a == b, (a.label, a.mean_rel_error, b.mean_rel_error)

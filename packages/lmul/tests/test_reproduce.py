@@ -10,6 +10,7 @@ import torch
 from torch.nn import functional as F
 
 from paperbricks.core_kernels.repro import VERDICTS, ReproResult
+from paperbricks.core_kernels.testing import assert_close, requires_cuda
 from paperbricks.lmul import reproduce as R
 
 _PNG = b"\x89PNG\r\n\x1a\n"
@@ -80,3 +81,22 @@ def test_model_errors():
         m(torch.zeros(1, 5, dtype=torch.long))
     with pytest.raises(ValueError, match="d_model"):
         R.TinyCharLM(10, d_model=10, n_heads=4)
+
+
+@requires_cuda
+def test_attention_variants_on_cuda(seeded):
+    """The L-Mul attention of the reproduction runs on the GPU (Triton L-Matmul) and agrees with
+    the CPU run. The L-Matmuls are bit-identical, but the softmax may differ by an ulp, and a
+    one-ulp change of P can move it across a 3-bit rounding boundary: hence 1e-3, not bitwise."""
+    q, k, v = (torch.randn(4, 4, 64, 16) for _ in range(3))
+    for mode in R.ATTENTION_MODES:
+        cpu = R.attention(q, k, v, mode)
+        gpu = R.attention(q.cuda(), k.cuda(), v.cuda(), mode).cpu()
+        assert_close(f"attention {mode}", cpu, gpu, ratio=1e-5 if mode == "exact" else 1e-3)
+    # the scores themselves (before softmax) are bit-identical L-Matmuls
+    from paperbricks.lmul.ops import lmul_matmul
+
+    kt = k.transpose(-1, -2).contiguous()
+    a = lmul_matmul(q, kt, mantissa_bits=3)
+    b = lmul_matmul(q.cuda(), kt.cuda(), mantissa_bits=3).cpu()
+    assert torch.equal(a, b)

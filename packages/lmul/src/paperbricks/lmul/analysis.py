@@ -424,6 +424,7 @@ def error_table(
     expected: bool = True,
     keep_samples: bool = False,
     impl: str = "auto",
+    device: str | torch.device = "cpu",
 ) -> ErrorTable:
     """Mean and max relative error of L-Mul and of fp8 multiplication against the exact product.
 
@@ -457,6 +458,9 @@ def error_table(
         keep_samples: keep the per-pair relative errors in ``ErrorTable.samples`` (for
             :func:`plot_error_histograms`).
         impl: passed to :func:`paperbricks.lmul.ops.lmul`.
+        device: where the L-Mul rows are computed (``"cpu"`` default, ``"cuda"``: the Triton
+            kernel under ``impl="auto"``, bit-identical to the CPU reference); operands are
+            drawn on the CPU and the statistics are computed there.
 
     Returns:
         :class:`ErrorTable`; ``to_markdown()`` renders it.
@@ -468,8 +472,11 @@ def error_table(
         >>> t.get(method="lmul", range="fp32").mean_rel_error < t.get(method="e5m2").mean_rel_error
         True
     """
+    from paperbricks.core_kernels.devices import resolve_device
+
     from .ops import lmul
 
+    dev = resolve_device(device)
     bits = tuple(bits)
     for k in bits:
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 23:
@@ -493,6 +500,7 @@ def error_table(
     for src, x, y in _operands(sources, n, seed):
         exact = x.double() * y.double()
         keep = exact != 0
+        xd, yd = x.to(dev), y.to(dev)
         m = int(keep.sum())
         if m == 0:
             raise ValueError(f"sources[{src}]: every exact product is zero")
@@ -515,13 +523,13 @@ def error_table(
             for sem in semantics:
                 for rnd in roundings if k < 23 else ("none",):
                     z = lmul(
-                        x,
-                        y,
+                        xd,
+                        yd,
                         mantissa_bits=k,
                         semantics=sem,
                         operand_rounding="trunc" if rnd == "none" else rnd,
                         impl=impl,
-                    )
+                    ).cpu()
                     exp_val = None
                     law = _SOURCE_LAW.get(src) if isinstance(src, str) else None
                     if expected and law and k <= MAX_ENUMERATION_BITS and rnd != "none":
@@ -549,7 +557,7 @@ def error_table(
                 fmt_r, k = _IN_RANGE[base]
                 for sem in semantics:
                     for rnd in roundings:
-                        z = _lmul_in_range(x, y, fmt_r, k, sem, rnd, impl)
+                        z = _lmul_in_range(xd, yd, fmt_r, k, sem, rnd, impl).cpu()
                         add(
                             dict(
                                 method="lmul",
