@@ -1,4 +1,4 @@
-"""Error analysis of L-Mul (arXiv 2410.00907 §3.1-3.2): measured tables and the exact expectation.
+"""Error analysis of L-Mul (arXiv 2410.00907, precision analysis): measured tables, exact expectation.
 
 The paper's precision claim is that L-Mul with a k-bit mantissa is about as precise as an fp8
 multiplication: k = 4 comparable to e4m3, k = 3 better than e5m2. This module measures that

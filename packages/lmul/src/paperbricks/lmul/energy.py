@@ -1,6 +1,6 @@
 """Energy accounting for L-Mul: per-operation energies and op counts, every assumption explicit.
 
-The paper (arXiv 2410.00907, abstract and §3) argues that replacing each floating-point multiply by
+The paper (arXiv 2410.00907, abstract) argues that replacing each floating-point multiply by
 one integer add cuts the multiplication energy by ~95 % (element-wise) and ~80 % (dot products).
 Those figures come from a per-operation energy table for a 45 nm process (Horowitz, ISSCC 2014).
 This module keeps that table as data (:class:`EnergyTable`, replaceable from a dict or a JSON
