@@ -333,3 +333,35 @@ def test_streaming_equals_in_memory_bf16_on_cuda():
     assert_close(
         "per_layer_fd", ref.per_layer_fd, res.per_layer_fd.to(ref.per_layer_fd.device), ratio=1e-8
     )
+
+
+_CHAT = (
+    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|> "
+    "{% for item in m['content'] %}{% if item['type'] == 'image' %}<image> "
+    "{% else %}{{ item['text'] }} {% endif %}{% endfor %}{{ eos_token }} {% endfor %}"
+)
+
+
+def test_chat_template_prompt_and_compute_mir(tiny):
+    model, proc = tiny
+    proc.chat_template = _CHAT
+    try:
+        prompt = build_prompt(proc, "the red cat .", 2, "chat")
+        assert prompt == "<s><|user|> <image> <image> </s> <|assistant|> the red cat . </s> "
+        imgs, texts = _images(3, seed=8), _texts(3, seed=8)
+        res = compute_mir(model, proc, imgs, texts, batch_size=3, progress=False)
+        enc = dict(
+            proc(
+                images=imgs,
+                text=[build_prompt(proc, t, 1, "chat") for t in texts],
+                return_tensors="pt",
+                padding=True,
+                add_special_tokens=False,
+            )
+        )
+        assert int((enc["input_ids"] == 1).sum()) == 3  # one BOS per sample, not two
+        ref, _ = _in_memory(model, [enc], model.config.image_token_id)
+        assert_close("chat", ref.per_layer_fd, res.per_layer_fd, ratio=1e-9)
+    finally:
+        proc.chat_template = None
+    assert build_prompt(proc, "a box", 1, "chat") == "<image>\na box"  # plain fallback

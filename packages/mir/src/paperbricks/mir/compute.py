@@ -50,9 +50,9 @@ def _image_token(processor: Any) -> str:
 
 
 def _chat_template(processor: Any) -> str | None:
+    # Only the processor's own template: VLM templates live there and render image items; a bare
+    # tokenizer template usually expects string contents.
     template = getattr(processor, "chat_template", None)
-    if template is None:
-        template = getattr(getattr(processor, "tokenizer", None), "chat_template", None)
     return template if isinstance(template, str) and template else None
 
 
