@@ -1,8 +1,7 @@
-"""The package imports leanly, reports its version and answers its CLI command."""
+"""The package imports leanly, reports its version and exposes what __all__ lists."""
 
 import importlib.metadata as md
 
-from paperbricks.core_kernels.cli import main
 from paperbricks.core_kernels.testing import assert_lean_import
 
 
@@ -16,6 +15,10 @@ def test_import_is_lean():
     assert_lean_import("paperbricks.mir")
 
 
-def test_cli_info(capsys):
-    assert main(["mir", "info"]) == 0
-    assert "arXiv:2410.07167" in capsys.readouterr().out
+def test_public_names_resolve():
+    import paperbricks.mir as pkg
+
+    missing = [n for n in pkg.__all__ if not hasattr(pkg, n)]
+    assert not missing
+    assert len(set(pkg.__all__)) == len(pkg.__all__)
+    assert pkg.PAPER["arxiv"] == "2410.07167"
