@@ -90,8 +90,8 @@ def _energy(args: argparse.Namespace) -> int:
         except KeyError as err:
             skipped.append(f"{scheme}: {err.args[0]}")
             continue
-        saving = e.saving_vs(base)
-        print(f"| {scheme} | {e.product_op} | {e.total_pj:.6g} | {-100 * saving:+.1f} % |")
+        change = 100 * (e.total_pj / base.total_pj - 1)
+        print(f"| {scheme} | {e.product_op} | {e.total_pj:.6g} | {change:+.1f} % |")
     for s in skipped:
         print(f"\nskipped {s}")
     return 0
