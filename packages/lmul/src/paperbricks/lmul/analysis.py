@@ -621,9 +621,9 @@ def plot_error_histograms(
         raise ValueError(f"labels: no samples for {missing} (source {source!r})")
     fig = new_figure(figsize=(6.5, 4.0))
     ax = fig.add_subplot()
-    edges = np.linspace(-9, 0.5, 96)
+    edges = np.linspace(-5, 0.5, 89)  # errors below 1e-5 are lumped into the first bin
     for lb in labels:
-        err = table.samples[(source, lb)].clamp_min(1e-9).log10().numpy()
+        err = table.samples[(source, lb)].clamp_min(1e-5).log10().numpy()
         ax.hist(err, bins=edges, histtype="step", density=True, label=lb)
     ax.set_xlabel("log10 relative error vs exact product")
     ax.set_ylabel("density")
