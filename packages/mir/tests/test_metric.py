@@ -320,3 +320,13 @@ def test_mir_on_cuda_bf16_states_matches_cpu_float64():
     gpu = modality_integration_rate(hs.to(torch.bfloat16).cuda(), vis.cuda(), txt.cuda())
     assert_close("per_layer", cpu.per_layer_fd, gpu.per_layer_fd, ratio=1e-8)
     assert abs(cpu.mir - gpu.mir) < 1e-8
+
+
+def test_exact_method_picks_the_gram_path_when_rows_are_fewer_than_dimensions():
+    hs, vis, txt = _states(D=6, seed=7)
+    assert modality_integration_rate(hs, vis, txt).method == "eigh"  # 24 rows >= 6 dims
+    wide, vis, txt = _states(D=40, seed=7)  # 20 vision / 24 text rows < 40 dims
+    res = modality_integration_rate(wide, vis, txt)
+    assert res.method == "gram"
+    eigh = modality_integration_rate(wide, vis, txt, method="eigh")
+    assert_close("exact vs eigh", eigh.per_layer_fd, res.per_layer_fd, ratio=1e-8)

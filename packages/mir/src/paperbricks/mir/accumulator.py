@@ -598,10 +598,16 @@ class MIRAccumulator:
         if x.shape[0]:
             mom.update(x)
 
-    def result(self, method: str = "eigh") -> MIRResult:
-        """Finish pass 2 and return the :class:`MIRResult` (``method``: eigh/eigvals/sqrtm/official_fast)."""
+    def result(self, method: str = "exact") -> MIRResult:
+        """Finish pass 2 and return the :class:`MIRResult`.
+
+        ``method``: ``"exact"`` (default, = ``"eigh"``: only moments are kept), ``"eigh"``,
+        ``"eigvals"``, ``"sqrtm"`` or ``"official_fast"``.
+        """
         if method not in METHODS:
             raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+        if method == "exact":
+            method = "eigh"  # only moments are kept: the cross-Gram path needs the rows
         if method == "gram":
             raise ValueError(
                 "method: 'gram' needs the sample rows, which streaming does not keep; use 'eigh' "
@@ -656,7 +662,7 @@ class MIRAccumulator:
         self,
         batches: Callable[[], Iterable[Mapping[str, Any]]] | Sequence[Mapping[str, Any]],
         *,
-        method: str = "eigh",
+        method: str = "exact",
         progress: bool = True,
         total: int | None = None,
     ) -> MIRResult:

@@ -102,7 +102,7 @@ def compute_mir(
     *,
     num: int | None = None,
     template: Literal["chat", "vicuna_v1", "plain"] = "chat",
-    method: str = "eigh",
+    method: str = "exact",
     device: torch.device | str | None = None,
     batch_size: int = 8,
     progress: bool = True,
@@ -124,7 +124,8 @@ def compute_mir(
         num: number of pairs to use (default ``min(len(images), len(texts))``); more than
             available is an error.
         template: ``"chat"`` (default), ``"vicuna_v1"`` or ``"plain"`` (see module docstring).
-        method: Fréchet method: ``"eigh"`` (default), ``"eigvals"``, ``"sqrtm"`` or
+        method: Fréchet method: ``"exact"`` (default, = ``"eigh"`` here), ``"eigh"``,
+            ``"eigvals"``, ``"sqrtm"`` or
             ``"official_fast"`` (bug-compatible; warns). ``"gram"`` needs in-memory rows and is
             refused here.
         device: where to run; default the model's current device (given, the model is moved).

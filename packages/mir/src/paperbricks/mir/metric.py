@@ -52,8 +52,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Method = Literal["eigh", "gram", "eigvals", "sqrtm", "official_fast"]
-METHODS: tuple[str, ...] = ("eigh", "gram", "eigvals", "sqrtm", "official_fast")
+Method = Literal["exact", "eigh", "gram", "eigvals", "sqrtm", "official_fast"]
+#: ``"exact"`` = ``"gram"`` when both sample sets have fewer rows than dimensions, else ``"eigh"``.
+METHODS: tuple[str, ...] = ("exact", "eigh", "gram", "eigvals", "sqrtm", "official_fast")
 _FAST_WARNING = (
     "method='official_fast' reproduces the official MIR code's default mode, whose matrix "
     "square root returns its input: the trace term is tr(Σ_V Σ_T), not tr((Σ_V Σ_T)^{1/2}). "
@@ -158,15 +159,16 @@ def official_fast_frechet(
 def frechet_distance(
     x: torch.Tensor | StreamingMoments | Moments,
     y: torch.Tensor | StreamingMoments | Moments,
-    method: Method = "eigh",
+    method: Method = "exact",
 ) -> torch.Tensor:
     """Fréchet distance between Gaussians fitted to ``x`` and ``y`` (float64), or the official bug.
 
     Args:
         x, y: samples ``(..., N, D)`` (any real dtype, ``N >= 2``), a ``StreamingMoments``, or a
             ``(mean (..., D), cov (..., D, D))`` pair. Leading dims give a batch (e.g. layers).
-        method: ``"eigh"`` (default, exact), ``"gram"`` (exact, needs samples; cheap when
-            ``N < D``), ``"eigvals"``, ``"sqrtm"`` (scipy), all via core-kernels
+        method: ``"exact"`` (default: ``"gram"`` when both are samples with ``max(N) < D``, else
+            ``"eigh"``), ``"eigh"``, ``"gram"`` (needs samples; cheap when ``N < D``),
+            ``"eigvals"``, ``"sqrtm"`` (scipy), all exact and via core-kernels
             ``stats.frechet_distance``; or ``"official_fast"``, the official default mode's
             ``‖Δμ‖² + tr Σx + tr Σy − 2·tr(Σx Σy)`` (warns; not a distance).
 
@@ -184,7 +186,7 @@ def frechet_distance(
     if method == "official_fast":
         warnings.warn(_FAST_WARNING, RuntimeWarning, stacklevel=2)
         return official_fast_frechet(x, y)
-    return _exact_frechet(x, y, method=method)
+    return _exact_frechet(x, y, method="auto" if method == "exact" else method)
 
 
 # --------------------------------------------------------------------------- per-layer steps
@@ -334,8 +336,9 @@ def _stack_states(layer_states: object) -> list[torch.Tensor]:
     states = list(layer_states)
     for i, h in enumerate(states):
         if not isinstance(h, torch.Tensor) or not h.is_floating_point() or h.dim() != 3:
-            raise ValueError(f"layer_states[{i}]: expected a floating (B, T, D) tensor, got "
-                             f"{_describe(h)}")
+            raise ValueError(
+                f"layer_states[{i}]: expected a floating (B, T, D) tensor, got {_describe(h)}"
+            )
         if h.shape != states[0].shape:
             raise ValueError(
                 f"layer_states[{i}]: shape {tuple(h.shape)} differs from layer_states[0]'s "
@@ -350,7 +353,7 @@ def modality_integration_rate(
     text_mask: torch.Tensor,
     *,
     layers: Sequence[int] | None = None,
-    method: Method = "eigh",
+    method: Method = "exact",
     normalize: bool = True,
     outliers: bool = True,
     sigma: float = 3.0,
@@ -367,8 +370,10 @@ def modality_integration_rate(
         layers: indices into ``layer_states`` to use; default all of them. With a HF
             ``hidden_states`` tuple, pass ``range(1, len(hidden_states))`` to skip the embedding
             output as the paper does.
-        method: ``"eigh"`` (default), ``"gram"``, ``"eigvals"``, ``"sqrtm"`` or
-            ``"official_fast"`` (bug-compatible with the official default; warns).
+        method: ``"exact"`` (default: the cross-Gram nuclear norm when both modalities have
+            fewer rows than dimensions, else ``"eigh"``; the result records which), ``"eigh"``,
+            ``"gram"``, ``"eigvals"``, ``"sqrtm"`` (all exact, float64) or ``"official_fast"``
+            (bug-compatible with the official default; warns).
         normalize: apply text-centric scaling (default True).
         outliers: apply the ``sigma``-σ outlier replacement per modality (default True).
         sigma: outlier threshold in standard deviations; default 3.0.
@@ -407,6 +412,9 @@ def modality_integration_rate(
         raise ValueError(f"sigma: expected a positive number, got {sigma!r}")
 
     vm, tm = vision_mask.to(states[0].device), text_mask.to(states[0].device)
+    if method == "exact":
+        small = max(int(vm.sum()), int(tm.sum())) < states[0].shape[-1]
+        method = "gram" if small else "eigh"
     fds, scales, n_out_v, n_out_t = [], [], [], []
     with warnings.catch_warnings():
         if method == "official_fast":
