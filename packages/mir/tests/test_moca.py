@@ -277,3 +277,23 @@ def test_moca_bf16_on_cuda_matches_fp32_formula():
     assert out.dtype == torch.bfloat16
     assert_close("bf16", want, out.float(), ratio=1.6e-2)
     assert_bitwise_equal(out[~m], h[~m], "text rows")
+
+
+def test_inputs_embeds_calls_use_the_given_mask_never_a_stale_one(llama):
+    ids = _ids()
+    handle = apply_moca_(llama, IMAGE_ID, std=0.5, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        with_ids = llama(ids).logits
+        embeds = llama.get_input_embeddings()(ids)
+        plain = llama(inputs_embeds=embeds).logits  # no ids, no mask given: MoCa skipped
+        handle.remove()
+        base = llama(inputs_embeds=embeds).logits
+    assert_bitwise_equal(plain, base, "skipped without a mask")
+    handle = apply_moca_(llama, IMAGE_ID, std=0.5, generator=torch.Generator().manual_seed(0))
+    handle.set_vision_mask(ids == IMAGE_ID)
+    with torch.no_grad():
+        given = llama(inputs_embeds=embeds).logits
+    assert_bitwise_equal(given, with_ids, "given mask")
+    with pytest.raises(TypeError, match="mask"):
+        handle.set_vision_mask(ids)
+    handle.remove()

@@ -115,18 +115,25 @@ class MoCa(nn.Module):
 class MocaHandle:
     """What :func:`apply_moca_` attached: the MoCa modules (one per layer) and the hook handles.
 
-    ``vision_mask`` holds the mask of the current forward pass (set by the pre-hook from
-    ``input_ids``); set it yourself with :meth:`set_vision_mask` when calling the model with
-    ``inputs_embeds``. :meth:`remove` detaches hooks and modules.
+    Each forward pass of the model takes its vision mask from ``input_ids == image_token_id``
+    (a pre-hook on the model). For calls without ``input_ids`` (``inputs_embeds`` only), give the
+    mask with :meth:`set_vision_mask`; it is used only by such calls, so a stale mask is never
+    applied to a call that has ids. Without either, MoCa is skipped for that call.
+    :meth:`remove` detaches hooks and modules.
     """
 
     modules: list[MoCa]
     layers: list[nn.Module]
     handles: list = field(default_factory=list)
     image_token_id: int | None = None
+    #: user-given ``(B, T)`` mask for calls without ``input_ids``
     vision_mask: torch.Tensor | None = None
+    #: the mask of the current call (from its ``input_ids``), else ``vision_mask``
+    current_mask: torch.Tensor | None = None
 
     def set_vision_mask(self, mask: torch.Tensor | None) -> None:
+        if mask is not None and (not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool):
+            raise TypeError(f"mask: expected a (B, T) bool tensor or None, got {mask!r}")
         self.vision_mask = mask
 
     def remove(self) -> None:
@@ -143,7 +150,7 @@ def _layer_hook(handle: MocaHandle, moca: MoCa) -> Callable:
         hs = output[0] if isinstance(output, tuple) else output
         if not isinstance(hs, torch.Tensor) or hs.dim() != 3 or hs.shape[1] == 1:
             return None
-        mask = handle.vision_mask
+        mask = handle.current_mask
         if mask is None:
             return None
         if tuple(mask.shape) != tuple(hs.shape[:2]):
@@ -223,8 +230,7 @@ def apply_moca_(
             and not args[0].is_floating_point()
         ):
             ids = args[0]
-        if ids is not None:
-            handle.vision_mask = ids == token
+        handle.current_mask = (ids == token) if ids is not None else handle.vision_mask
         return None
 
     handle.handles.append(model.register_forward_pre_hook(pre_hook, with_kwargs=True))
