@@ -259,6 +259,18 @@ def test_compute_mir_two_images_per_sample_matches_in_memory(tiny):
     assert not model.training
 
 
+def test_compute_mir_reads_image_paths(tiny, tmp_path):
+    model, proc = tiny
+    imgs, texts = _images(3, seed=9), _texts(3, seed=9)
+    paths = []
+    for i, im in enumerate(imgs):
+        paths.append(tmp_path / f"{i}.png")
+        im.save(paths[-1])
+    a = compute_mir(model, proc, paths, texts, template="plain", progress=False)
+    b = compute_mir(model, proc, imgs, texts, template="plain", progress=False)
+    assert torch.equal(a.per_layer_fd, b.per_layer_fd)
+
+
 def test_compute_mir_validates_inputs(tiny):
     model, proc = tiny
     with pytest.raises(ValueError, match="num"):
