@@ -65,6 +65,7 @@ def test_tiny_run_reports_everything(tmp_path):
     # scale 0 trains nothing before MIR; the MoCa checkpoint is compared at equal data
     assert m["MoCa MIR change @8"] == pytest.approx(rows[2]["mir"] - rows[1]["mir"])
     assert m["checkpoints"] == 3
+    assert "rho_mir_accuracy (scale > 0)" not in m  # needs 3 pre-trained checkpoints
 
 
 def test_runs_are_seeded():

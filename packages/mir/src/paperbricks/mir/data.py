@@ -1,6 +1,6 @@
 """Synthetic images and texts for MIR evaluation and for the tiny-scale reproduction.
 
-The paper (arXiv 2410.07167, §3) evaluates MIR on 100 *unrelated* image/text pairs: TextVQA
+The paper (arXiv 2410.07167) evaluates MIR on 100 *unrelated* image/text pairs: TextVQA
 validation images and CNN/DailyMail stories, so that the text never describes the image. Neither
 set ships with this package, and nothing here downloads anything; instead:
 

@@ -1,4 +1,4 @@
-"""The three training stages of a LLaVA-style model, at tiny scale (arXiv 2410.07167, §4–5).
+"""The three training stages of a LLaVA-style model, at tiny scale (arXiv 2410.07167).
 
 1. :func:`warm_up_language_model_`: the language model (embeddings, decoder, LM head) learns the
    vocabulary and the chat format on text only (synthetic stories and captions). A real LLaVA
