@@ -266,8 +266,10 @@ class KANLayer(nn.Module):
         self.layernorm = (
             nn.LayerNorm(in_features, eps=1e-5, device=device, dtype=dtype) if layernorm else None
         )
-        self.rbf = make_basis(basis, num_grids, grid_range, denominator=denominator, order=order)
-        self.rbf.to(device=device, dtype=dtype)
+        self.rbf = make_basis(
+            basis, num_grids, grid_range, denominator=denominator, order=order, dtype=dtype
+        )
+        self.rbf.to(device=device)
         self.num_bases = self.rbf.num_bases
         self.spline_linear = nn.Linear(
             in_features * self.num_bases, out_features, bias=False, device=device, dtype=dtype
