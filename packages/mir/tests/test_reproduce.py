@@ -98,7 +98,8 @@ def test_verdict_rule(rho_mir, rho_loss, verdict):
 def test_budgets_and_registration():
     from paperbricks.core_kernels.plugins import discover
 
-    assert len(QUICK_BUDGET.checkpoints) == 5 and len(FULL_BUDGET.checkpoints) == 12
+    assert len(QUICK_BUDGET.checkpoints) == 5 and len(FULL_BUDGET.checkpoints) == 10
+    assert [n for _, n in FULL_BUDGET.checkpoints].count(0) == 1  # no duplicate untrained model
     plugin = discover("reproductions")["mir.predicts-sft"]
     assert plugin.load() is mir_predicts_sft
     with pytest.raises(ValueError, match="checkpoints"):

@@ -132,7 +132,8 @@ class Scene:
         background: a key of :data:`BACKGROUNDS`.
         scale: the shape's size as a fraction of the quadrant side, in [0.5, 0.9].
         jitter: the shape centre's offset from the quadrant centre, as fractions of the
-            quadrant side, each in [-0.1, 0.1].
+            quadrant side, each in [-0.1, 0.1]. With the largest scale and offset a shape can
+            reach past its quadrant's inner border by up to 5% of the quadrant side.
     """
 
     shape: str

@@ -179,7 +179,10 @@ def encode_conversations(
 
     The user turn holds the image (when ``images`` is given) and then the prompt text (when
     ``prompts`` is given); the prompt is rendered by the processor's chat template with the
-    generation prompt, and the target and an EOS token follow it. Only those are labelled.
+    generation prompt, and the target and an EOS token follow it. Only those are labelled: the
+    last ``len(tokenize(" target eos"))`` real tokens of each row, which is exact for tokenizers
+    that split on whitespace (the tiny processor's); a merging BPE tokenizer could shift the
+    boundary by a token.
 
     Args:
         processor: a LLaVA-style processor (e.g. :func:`paperbricks.mir.tinyvlm.build_processor`).
