@@ -15,8 +15,9 @@ the cumulative end row of each expert (core-kernels ``moe.permute`` layout, ``of
 - :func:`_kan_gemm_bwd_dx_kernel`: ``du[n, j] = Σ_g b'_g(u[n, j])·(dy @ W[e])[n, j·G + g]``, the
   inner GEMM over ``out`` done per g in registers.
 - :func:`_kan_gemm_bwd_dw_kernel`: ``dW[e][o, j·G + g] = Σ_{n ∈ e} dy[n, o]·b_g(u[n, j])``, one
-  program per (expert, feature block · g, out block), recomputing the basis; empty experts store
-  zeros.
+  program per (expert · row split, feature block · g, out block), recomputing the basis; the
+  expert's rows are split into SPLIT chunks whose float32 partial sums the host adds (split-K
+  without atomics, so the result is deterministic); empty experts store zeros.
 
 Bases: 0 = RSWAF ``1 − tanh²(z)`` evaluated as ``4e/(1 + e)²`` with ``e = exp(−2|z|)`` (no
 cancellation for large |z|), 1 = Gaussian RBF ``exp(−z²)``, ``z = (u − c_g)·inv_h``. The basis and
@@ -235,9 +236,11 @@ def _kan_gemm_bwd_dw_kernel(
     stride_uj,
     stride_dym,
     stride_dyo,
+    stride_dws,
     stride_dwe,
     stride_dwo,
     stride_dwk,
+    SPLIT: tl.constexpr,
     G: tl.constexpr,
     BASIS: tl.constexpr,
     FP64: tl.constexpr,
@@ -246,7 +249,8 @@ def _kan_gemm_bwd_dw_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_J: tl.constexpr,
 ):
-    e = tl.program_id(0)
+    e = tl.program_id(0) // SPLIT
+    split = tl.program_id(0) % SPLIT
     pid_jg = tl.program_id(1)
     pid_n = tl.program_id(2)
     pid_j = pid_jg // G
@@ -258,8 +262,13 @@ def _kan_gemm_bwd_dw_kernel(
     cdt = tl.float64 if FP64 else tl.float32
     inv_h = tl.load(invh_ptr).to(cdt)
     c = tl.load(grid_ptr + g).to(cdt)
-    start = tl.load(offs_ptr + e - 1, mask=e > 0, other=0)
-    end = tl.load(offs_ptr + e)
+    e_start = tl.load(offs_ptr + e - 1, mask=e > 0, other=0)
+    e_end = tl.load(offs_ptr + e)
+    # Split-K over the expert's rows: program `split` sums its own BLOCK_M-aligned chunk, the
+    # host adds the SPLIT partial sums (deterministic, no atomics).
+    chunk = tl.cdiv(tl.cdiv(e_end - e_start, SPLIT), BLOCK_M) * BLOCK_M
+    start = e_start + split * chunk
+    end = tl.minimum(start + chunk, e_end)
     ms = tl.arange(0, BLOCK_M)
     acc = tl.zeros((BLOCK_N, BLOCK_J), dtype=cdt)
     for m0 in range(start, end, BLOCK_M):
@@ -280,6 +289,7 @@ def _kan_gemm_bwd_dw_kernel(
         acc = tl.dot(tl.trans(dy), b.to(dy.dtype), acc, input_precision=PRECISION)  # (BN, BJ)
     tl.store(
         dw_ptr
+        + tl.cast(split, tl.int64) * stride_dws
         + tl.cast(e, tl.int64) * stride_dwe
         + cols[:, None] * stride_dwo
         + (jj[None, :] * G + g) * stride_dwk,
@@ -396,20 +406,30 @@ def kan_gemm_dw_triton(
     m, n_in = u.shape
     n_out = dy.shape[1]
     g = grid.numel()
-    dw = torch.empty((num_experts, n_out, n_in * g), device=u.device, dtype=w_dtype)
     grid_c, invh = _scalars(u, grid, inv_h)
     bm, bn, bj = _blocks(m, n_in, n_out, interpreted)
     if not interpreted:
         bm, bn = 64, min(bn, 64)
+    tiles = num_experts * triton.cdiv(n_in, bj) * g * triton.cdiv(n_out, bn)
+    if interpreted:
+        split = 2  # exercise the split-K path in the CPU tests
+    else:  # enough programs to fill the GPU, without chunks shorter than one row block
+        rows_per_expert = triton.cdiv(max(m, 1), max(num_experts, 1))
+        split = max(1, min(64, 1024 // max(tiles, 1), triton.cdiv(rows_per_expert, 4 * bm)))
     dy = dy.to(w_dtype)
-    launch = (num_experts, triton.cdiv(n_in, bj) * g, triton.cdiv(n_out, bn))
+    if split == 1:
+        dw = torch.empty((1, num_experts, n_out, n_in * g), device=u.device, dtype=w_dtype)
+    else:
+        acc_dtype = torch.float64 if w_dtype == torch.float64 else torch.float32
+        dw = torch.empty((split, num_experts, n_out, n_in * g), device=u.device, dtype=acc_dtype)
+    launch = (num_experts * split, triton.cdiv(n_in, bj) * g, triton.cdiv(n_out, bn))
     _kan_gemm_bwd_dw_kernel[launch](
         u, dy, grid_c, invh, offsets, dw,
         n_in, n_out,
         u.stride(0), u.stride(1), dy.stride(0), dy.stride(1),
-        dw.stride(0), dw.stride(1), dw.stride(2),
-        G=g, BASIS=basis_id, FP64=u.dtype == torch.float64, PRECISION=_precision(w_dtype),
-        BLOCK_M=bm, BLOCK_N=bn, BLOCK_J=bj,
+        dw.stride(0), dw.stride(1), dw.stride(2), dw.stride(3),
+        SPLIT=split, G=g, BASIS=basis_id, FP64=u.dtype == torch.float64,
+        PRECISION=_precision(w_dtype), BLOCK_M=bm, BLOCK_N=bn, BLOCK_J=bj,
         **_launch_opts(interpreted),
     )  # fmt: skip
-    return dw
+    return dw[0] if split == 1 else dw.sum(0).to(w_dtype)
