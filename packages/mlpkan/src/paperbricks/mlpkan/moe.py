@@ -14,7 +14,8 @@ Two routers:
   ``y = Σ_j w_j·E_{idx_j}(x)``. No capacity, no token dropping, no noise and, by default, no
   auxiliary loss (``aux_loss_coef`` / ``z_loss_coef`` switch on the Switch load-balancing loss and
   the ST-MoE z-loss from core-kernels). Routing, dispatch (``permute``), the MLP experts'
-  grouped GEMMs and the weighted combine (``unpermute``) are core-kernels' ``moe`` ops.
+  grouped GEMMs and the weighted combine (``unpermute``) are core-kernels' ``moe`` ops; the top-k
+  path reads one number on the host (where the MLP experts' rows end).
 - ``router="soft"`` (Soft-MoE, Puigcerver et al. 2023; attributed to the paper's *text*, which
   differs from its code — spec §2/§9, unverified): per **sequence** ``X`` (T, d), slot logits
   ``L = X·Φ`` (T, E·p); dispatch ``D = softmax_T(L)`` (each slot a convex mix of the sequence's
@@ -23,9 +24,11 @@ Two routers:
   batch. Soft-MoE's l2-normalisation of ``X`` and ``Φ`` (used at large widths) is not applied.
 
 Differences from the official ``MoE_KAN_MLP``: inputs of any leading shape (it only takes 2-D,
-spec §3), MLP experts stored as stacked weights and run with a grouped GEMM (the official code
-loops over experts with per-expert ``nn.Linear``; :func:`paperbricks.mlpkan.convert` maps the
-names), and the routing mass per expert kind is recorded in :attr:`MLPKANMoE.last_routing_stats`.
+spec §3), MLP experts stored as stacked weights and run with core-kernels' grouped GEMM, KAN
+experts run together through one grouped KAN GEMM per layer
+(:func:`~paperbricks.mlpkan.kan.grouped_kan_linear`, the fused basis-in-prologue kernel on CUDA)
+with each row's own expert LayerNorm, where the official code loops over experts
+(:func:`paperbricks.mlpkan.convert` maps the names), and the routing mass per expert kind is recorded in :attr:`MLPKANMoE.last_routing_stats`.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from paperbricks.core_kernels.moe import (
     z_loss,
 )
 
-from .kan import FasterKAN
+from .kan import FasterKAN, grouped_kan_linear
 
 __all__ = ["ACTIVATIONS", "ROUTERS", "MLPKANMoE", "RouterName", "router_stats"]
 
@@ -342,6 +345,34 @@ class MLPKANMoE(nn.Module):
         h = act(h)
         return grouped_mm(h, self.mlp_w2, offsets, impl=gimpl) + self.mlp_b2[eid]  # (M, d)
 
+    def _kan_sorted(
+        self, xs: torch.Tensor, offsets: torch.Tensor, eid: torch.Tensor
+    ) -> torch.Tensor:
+        """KAN experts on expert-sorted rows ``xs`` (M, d), block ends ``offsets`` (E_kan,) and
+        expert of each row ``eid`` (M,): per layer, each row's own expert LayerNorm (affine
+        parameters gathered per row) and one grouped KAN GEMM over all experts
+        (:func:`~paperbricks.mlpkan.kan.grouped_kan_linear`; the fused Triton kernel on CUDA)."""
+        h = xs
+        for depth in range(len(self.kan_experts[0].layers)):
+            layers = [kan.layers[depth] for kan in self.kan_experts]
+            first = layers[0]
+            if first.layernorm is not None:
+                ln_w = torch.stack([ly.layernorm.weight for ly in layers])  # (E_kan, in)
+                ln_b = torch.stack([ly.layernorm.bias for ly in layers])  # (E_kan, in)
+                h = F.layer_norm(h, h.shape[-1:], eps=first.layernorm.eps) * ln_w[eid] + ln_b[eid]
+            weight = torch.stack([ly.spline_linear.weight for ly in layers])  # (E_kan, out, in·G)
+            h = grouped_kan_linear(
+                h,
+                weight,
+                offsets,
+                basis=first.basis,
+                grid=first.rbf.grid,  # the grids are fixed and equal in every expert
+                inv_denominator=getattr(first.rbf, "inv_denominator", None),
+                order=getattr(first.rbf, "order", None),
+                impl=self.impl,
+            )  # (M, out)
+        return h
+
     # ------------------------------------------------------------------------------------------
     # forward
 
@@ -367,19 +398,20 @@ class MLPKANMoE(nn.Module):
         logits = xt.to(acc) @ self.gate.weight.to(acc).T  # (N, E), fp32 softmax (spec §2)
         idx, w = topk_route(logits, self.top_k)  # (N, k) renormalised softmax top-k
         p = permute(xt, idx, self.num_experts)  # sorted copies (N·k, d)
-        counts = p.counts.tolist()  # host read: the KAN experts run one slice each
-        rows_mlp = sum(counts[:n_mlp_e])
+        # One host read: where the MLP experts' rows end (the two expert kinds run as two
+        # grouped GEMM families on their own row ranges).
+        rows_mlp = int(p.offsets[n_mlp_e - 1]) if n_mlp_e else 0
         pieces = []
         if n_mlp_e and rows_mlp:
             eid = idx.reshape(-1).index_select(0, p.perm[:rows_mlp])  # (M_mlp,) expert of row
             offsets = p.offsets[:n_mlp_e]
             pieces.append(self._mlp_sorted(p.x_sorted[:rows_mlp], offsets, eid))
-        start = rows_mlp
-        for j, kan in enumerate(self.kan_experts):
-            c = counts[n_mlp_e + j]
-            if c:
-                pieces.append(kan(p.x_sorted[start : start + c]))  # (c, d)
-            start += c
+        rows_kan = idx.numel() - rows_mlp
+        if self.num_kan_experts and rows_kan:
+            flat = idx.reshape(-1)
+            eid = flat.index_select(0, p.perm[rows_mlp:]) - n_mlp_e  # (M_kan,)
+            offsets = (p.offsets[n_mlp_e:] - rows_mlp).to(torch.int32)
+            pieces.append(self._kan_sorted(p.x_sorted[rows_mlp:], offsets, eid))
         y_sorted = torch.cat(pieces, 0) if pieces else p.x_sorted.new_zeros(0, d)  # (N·k, d)
         y = unpermute(y_sorted, p.perm, w, n_tok)  # (N, d)
         aux = logits.new_zeros((), dtype=acc)
@@ -414,8 +446,12 @@ class MLPKANMoE(nn.Module):
             xm = slots[:n_mlp_e].reshape(n_mlp_e, bsz * ps, d)  # (E_mlp, B·p, d)
             h = act(torch.baddbmm(self.mlp_b1[:, None], xm, self.mlp_w1))  # (E_mlp, B·p, h)
             outs.append(torch.baddbmm(self.mlp_b2[:, None], h, self.mlp_w2))  # (E_mlp, B·p, d)
-        for j, kan in enumerate(self.kan_experts):
-            outs.append(kan(slots[n_mlp_e + j].reshape(bsz * ps, d))[None])  # (1, B·p, d)
+        if self.num_kan_experts:
+            n_kan, rows = self.num_kan_experts, bsz * ps
+            xk = slots[n_mlp_e:].reshape(n_kan * rows, d)  # (E_kan·B·p, d), grouped by expert
+            eid = torch.arange(n_kan, device=x.device).repeat_interleave(rows)  # (E_kan·B·p,)
+            offsets = torch.arange(1, n_kan + 1, device=x.device, dtype=torch.int32) * rows
+            outs.append(self._kan_sorted(xk, offsets, eid).reshape(n_kan, rows, d))
         y_slots = torch.cat(outs, 0).reshape(n_exp, bsz, ps, d).transpose(0, 1)  # (B, E, p, d)
         y_slots = y_slots.reshape(bsz, n_exp * ps, d)  # (B, S, d)
         y = torch.einsum("bts,bsd->btd", combine, y_slots.to(acc)).to(x.dtype)  # (B, T, d)
