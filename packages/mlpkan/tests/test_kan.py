@@ -181,9 +181,11 @@ def test_gpu_kan_layer_auto_uses_fused_kernel_and_matches_reference(dtype, seede
     ref_layer.load_state_dict(layer.state_dict())
     x64 = x.detach().double().requires_grad_(True)
     y_ref = ref_layer(x64)
-    assert_close("gpu fwd", y_ref, y.double())
-    dy = torch.randn_like(y_ref)
+    # bf16 end to end (LayerNorm output and basis rounded to bf16) vs float64.
+    ratio = 1e-5 if dtype == torch.float32 else 5e-2
+    assert_close("gpu fwd", y_ref, y.double(), ratio=ratio)
+    dy = torch.randn_like(y).double()  # representable in `dtype`
     y.backward(dy.to(dtype))
     y_ref.backward(dy)
-    assert_close("gpu dx", x64.grad, x.grad.double())
-    assert_close("gpu dW", ref_layer.weight.grad, layer.weight.grad.double())
+    assert_close("gpu dx", x64.grad, x.grad.double(), ratio=ratio)
+    assert_close("gpu dW", ref_layer.weight.grad, layer.weight.grad.double(), ratio=ratio)

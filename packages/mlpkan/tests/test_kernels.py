@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from paperbricks.core_kernels.moe import permute
 from paperbricks.core_kernels.testing import assert_close, gradcheck_f64, requires_cuda
 from paperbricks.mlpkan.kan import grouped_kan_linear, kan_linear
@@ -138,12 +139,14 @@ def test_gpu_fused_matches_float64_reference(dtype, basis, seeded):
     x = torch.randn(1000, 63, device="cuda")
     w = torch.randn(100, 63 * 8, device="cuda") * 0.05
 
+    dy = torch.linspace(-1, 1, 1000 * 100, device="cuda").reshape(1000, 100).to(dtype)
+
     def run(impl, dt):
-        xx = x.to(dt).requires_grad_(True)
-        ww = w.to(dt).requires_grad_(True)
+        # Inputs rounded to `dtype` first, so the comparison measures the kernel's error only.
+        xx = x.to(dtype).to(dt).requires_grad_(True)
+        ww = w.to(dtype).to(dt).requires_grad_(True)
         y = kan_linear(xx, ww, basis=basis, grid=grid, inv_denominator=INV_H[basis], impl=impl)
-        dy = torch.linspace(-1, 1, y.numel(), device="cuda").reshape(y.shape).to(dt)
-        return (y, *torch.autograd.grad(y, (xx, ww), dy))
+        return (y, *torch.autograd.grad(y, (xx, ww), dy.to(dt)))
 
     ref = run("reference", F64)
     out = run("triton", dtype)
@@ -161,12 +164,13 @@ def test_gpu_grouped_fused_matches_reference(dtype, seeded):
     x = torch.randn(sum(counts), 48, device="cuda")
     w = torch.randn(len(counts), 40, 48 * 8, device="cuda") * 0.05
 
+    dy = torch.linspace(-1, 1, sum(counts) * 40, device="cuda").reshape(-1, 40).to(dtype)
+
     def run(impl, dt):
-        xx = x.to(dt).requires_grad_(True)
-        ww = w.to(dt).requires_grad_(True)
+        xx = x.to(dtype).to(dt).requires_grad_(True)
+        ww = w.to(dtype).to(dt).requires_grad_(True)
         y = grouped_kan_linear(xx, ww, offsets, grid=grid, inv_denominator=3.0, impl=impl)
-        dy = torch.linspace(-1, 1, y.numel(), device="cuda").reshape(y.shape).to(dt)
-        return (y, *torch.autograd.grad(y, (xx, ww), dy))
+        return (y, *torch.autograd.grad(y, (xx, ww), dy.to(dt)))
 
     ref = run("reference", F64)
     out = run("triton", dtype)

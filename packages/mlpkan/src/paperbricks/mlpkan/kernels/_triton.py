@@ -310,12 +310,17 @@ def _pow2(n: int, lo: int, hi: int) -> int:
     return max(lo, min(hi, triton.next_power_of_2(max(n, 1))))
 
 
-def _blocks(m: int, n_in: int, n_out: int, interpreted: bool) -> tuple[int, int, int]:
+def _blocks(
+    m: int, n_in: int, n_out: int, dtype: torch.dtype, interpreted: bool
+) -> tuple[int, int, int]:
     """(BLOCK_M, BLOCK_N over out, BLOCK_J over input features)."""
     if interpreted:
         return 16, 16, 16
     bm = 64 if m >= 64 else 32 if m >= 32 else 16
-    return bm, _pow2(n_out, 16, 128), _pow2(n_in, 16, 32)
+    # fp32/fp64 products run on FMA units and stage their operands in shared memory: a 64x128
+    # fp32 output tile needs 144 KiB (compiled for sm_90), more than pre-Hopper cards have.
+    bn_max = 64 if dtype in (torch.float32, torch.float64) else 128
+    return bm, _pow2(n_out, 16, bn_max), _pow2(n_in, 16, 32)
 
 
 def _scalars(u: torch.Tensor, grid: torch.Tensor, inv_h: float) -> tuple[torch.Tensor, ...]:
@@ -343,7 +348,7 @@ def kan_gemm_fwd_triton(
     if m == 0:
         return y
     grid_c, invh = _scalars(u, grid, inv_h)
-    bm, bn, bj = _blocks(m, n_in, n_out, interpreted)
+    bm, bn, bj = _blocks(m, n_in, n_out, w.dtype, interpreted)
     launch = (triton.cdiv(m, bm), triton.cdiv(n_out, bn))
     _kan_gemm_fwd_kernel[launch](
         u, w, grid_c, invh, offsets, y,
@@ -375,7 +380,7 @@ def kan_gemm_dx_triton(
     if m == 0:
         return du
     grid_c, invh = _scalars(u, grid, inv_h)
-    bm, bn, bj = _blocks(m, n_in, n_out, interpreted)
+    bm, bn, bj = _blocks(m, n_in, n_out, w.dtype, interpreted)
     bn = min(bn, 64) if not interpreted else bn
     launch = (triton.cdiv(m, bm), triton.cdiv(n_in, bj))
     _kan_gemm_bwd_dx_kernel[launch](
@@ -407,7 +412,7 @@ def kan_gemm_dw_triton(
     n_out = dy.shape[1]
     g = grid.numel()
     grid_c, invh = _scalars(u, grid, inv_h)
-    bm, bn, bj = _blocks(m, n_in, n_out, interpreted)
+    bm, bn, bj = _blocks(m, n_in, n_out, w_dtype, interpreted)
     if not interpreted:
         bm, bn = 64, min(bn, 64)
     tiles = num_experts * triton.cdiv(n_in, bj) * g * triton.cdiv(n_out, bn)
