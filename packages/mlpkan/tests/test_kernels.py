@@ -178,3 +178,49 @@ def test_gpu_grouped_fused_matches_reference(dtype, seeded):
     for name, r, o in zip(("y", "dx", "dW"), ref, out, strict=True):
         assert_close(f"gpu grouped {name}", r, o.double(), ratio=ratio)
     assert torch.equal(out[2][1], torch.zeros_like(out[2][1]))
+
+
+_COMPILE_CHECK = r"""
+import inspect, sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from paperbricks.mlpkan.kernels import _triton as K
+
+cc = int(sys.argv[1])
+for wdt, bn in (("fp32", 64), ("bf16", 128)):
+    ptrs = {"grid_ptr": "*fp32", "invh_ptr": "*fp32", "offs_ptr": "*i32"}
+    if wdt != "fp32":
+        ptrs["dw_ptr"] = "*fp32"  # split-K partial sums
+    consts = dict(G=8, BASIS=0, FP64=False, PRECISION="ieee" if wdt == "fp32" else "tf32",
+                  BLOCK_M=64, BLOCK_N=bn, BLOCK_J=32, BLOCK_E=16, SPLIT=4)
+    for fn in (K._kan_gemm_fwd_kernel, K._kan_gemm_bwd_dx_kernel, K._kan_gemm_bwd_dw_kernel):
+        names = list(inspect.signature(fn.fn).parameters)
+        sig = {n: "constexpr" if n in consts else ptrs.get(n, f"*{wdt}") if n.endswith("_ptr")
+               else "i32" for n in names}
+        cx = {(names.index(n),): v for n, v in consts.items() if n in names}
+        c = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=cx),
+                           target=GPUTarget("cuda", cc, 32), options={"num_warps": 4})
+        assert c.metadata.shared <= 160 * 1024, (fn.__name__, wdt, c.metadata.shared)
+print("compiled")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cc", [80, 90])
+def test_kernels_compile_for_gpu_targets_offline(cc):
+    # Compiles the real (not interpreted) kernels to PTX/cubin for A100/H100 with triton's bundled
+    # ptxas, so type and layout errors that the interpreter cannot see show up without a GPU.
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _COMPILE_CHECK, str(cc)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0 and "compiled" in proc.stdout, proc.stderr[-3000:]
