@@ -88,7 +88,14 @@ def _copy_real_repo(dest: Path) -> Path:
 def test_scaffold_passes_its_nox_tests_and_lint(tmp_path):
     """The done-when of the workspace issue: new-package output passes tests(<new>) and lint."""
     root = _copy_real_repo(tmp_path / "repo")
-    proc = new_package(root, "demo-paper", "--title", "A demo paper", "--arxiv", "2410.99999")
+    proc = new_package(
+        root,
+        "demo-paper",
+        "--title",
+        'A demo paper: it\'s "quoted" and long enough to need more than one hundred characters on a line',
+        "--arxiv",
+        "2410.99999",
+    )
     assert proc.returncode == 0, proc.stderr
     env = {
         k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT")
