@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from paperbricks.core_kernels.testing import assert_close
+from paperbricks.core_kernels.testing import assert_close, assert_lean_import
 from paperbricks.mlpkan.convert import (
     config_from_official_state_dict,
     convert_official_state_dict,
@@ -205,3 +205,9 @@ def test_converter_errors():
     bad_cfg = config_from_official_state_dict(sd, num_attention_heads=HEADS, num_hidden_layers=1)
     with pytest.raises(ValueError, match="unexpected keys"):
         load_official_checkpoint(sd, config=bad_cfg)
+
+
+def test_moe_import_is_lean():
+    # (paperbricks.mlpkan.models / convert cannot be: transformers' PreTrainedModel imports
+    # triton itself in transformers 5.24.)
+    assert_lean_import("paperbricks.mlpkan.moe")
