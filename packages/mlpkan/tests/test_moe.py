@@ -288,7 +288,7 @@ def test_gpu_moe_matches_fp64_dense_reference(seeded, dtype, router):
         y_ref = dense_topk_reference(ref, xr, logits.detach().double().cpu())
     else:
         y_ref = soft_reference(ref, xr)
-    ratio = 1e-4 if dtype == torch.float32 else 3e-2
+    ratio = 1e-4 if dtype == torch.float32 else 5e-2
     assert_close(f"gpu {router} {dtype}", y_ref.float(), y.float().cpu(), ratio=ratio)
     y.float().square().mean().backward()
     for name, p in gpu.named_parameters():
