@@ -18,53 +18,9 @@ IMAGE_SIZE, PATCH = 16, 4
 N_IMAGE_TOKENS = (IMAGE_SIZE // PATCH) ** 2  # CLS dropped ("default" strategy)
 
 
-def _tiny_llava(dtype=torch.float32):
-    from transformers import (
-        CLIPImageProcessorPil,
-        CLIPVisionConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-    )
-
-    from paperbricks.core_kernels.testing import tiny_llama_config, tiny_tokenizer
-    from paperbricks.core_kernels.testing.factories import TINY_SPECIAL_TOKENS
-
-    tok = tiny_tokenizer(special_tokens=[*TINY_SPECIAL_TOKENS, "<image>"])
-    vision = CLIPVisionConfig(
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=IMAGE_SIZE,
-        patch_size=PATCH,
-        projection_dim=16,
-    )
-    config = LlavaConfig(
-        vision_config=vision,
-        text_config=tiny_llama_config(vocab_size=len(tok)),
-        image_token_id=tok.convert_tokens_to_ids("<image>"),
-        vision_feature_select_strategy="default",
-        vision_feature_layer=-1,
-    )
-    torch.manual_seed(0)
-    model = LlavaForConditionalGeneration(config).to(dtype).eval()
-    ip = CLIPImageProcessorPil(
-        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
-    )
-    proc = LlavaProcessor(
-        image_processor=ip,
-        tokenizer=tok,
-        patch_size=PATCH,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-    )
-    return model, proc
-
-
 @pytest.fixture(scope="module")
-def tiny():
-    return _tiny_llava()
+def tiny(make_tiny_llava):
+    return make_tiny_llava()
 
 
 def _images(n, seed=0):
@@ -329,8 +285,8 @@ def test_user_mask_fn(tiny):
 
 
 @requires_cuda
-def test_streaming_equals_in_memory_bf16_on_cuda():
-    model, proc = _tiny_llava(torch.bfloat16)
+def test_streaming_equals_in_memory_bf16_on_cuda(make_tiny_llava):
+    model, proc = make_tiny_llava(torch.bfloat16)
     model = model.cuda()
     enc = _encode(proc, 8, seed=7)
     enc = {

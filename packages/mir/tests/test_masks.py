@@ -99,52 +99,9 @@ def _upstream_mask(unexpanded_ids, image_token_id, n_features, t_expanded):
     return out
 
 
-def _tiny_llava():
-    """Tiny LLaVA (CLIP 16 px / patch 4 -> 16 image tokens per image) and its processor."""
-    from transformers import (
-        CLIPImageProcessorPil,
-        CLIPVisionConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-    )
-
-    from paperbricks.core_kernels.testing import tiny_llama_config, tiny_tokenizer
-    from paperbricks.core_kernels.testing.factories import TINY_SPECIAL_TOKENS
-
-    tok = tiny_tokenizer(special_tokens=[*TINY_SPECIAL_TOKENS, "<image>"])
-    vision = CLIPVisionConfig(
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=16,
-        patch_size=4,
-        projection_dim=16,
-    )
-    config = LlavaConfig(
-        vision_config=vision,
-        text_config=tiny_llama_config(vocab_size=len(tok)),
-        image_token_id=tok.convert_tokens_to_ids("<image>"),
-        vision_feature_select_strategy="default",
-        vision_feature_layer=-1,
-    )
-    torch.manual_seed(0)
-    model = LlavaForConditionalGeneration(config).eval()
-    ip = CLIPImageProcessorPil(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16})
-    proc = LlavaProcessor(
-        image_processor=ip,
-        tokenizer=tok,
-        patch_size=4,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-    )
-    return model, proc
-
-
-def test_llava_two_images_per_sample_match_feature_positions():
+def test_llava_two_images_per_sample_match_feature_positions(make_tiny_llava):
     n_tokens = 16
-    model, proc = _tiny_llava()
+    model, proc = make_tiny_llava()
     token = model.config.image_token_id
     prompts = ["<image><image>\nthe red cat .", "<image>\nthe <image> box sees a dog"]
     enc = proc(

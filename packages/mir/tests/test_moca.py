@@ -194,51 +194,8 @@ def test_cached_generation_matches_full_forward(llama):
     handle.remove()
 
 
-def _tiny_llava():
-    """Tiny LLaVA (CLIP 16 px / patch 4 -> 16 image tokens) and its processor, from configs."""
-    from transformers import (
-        CLIPImageProcessorPil,
-        CLIPVisionConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-    )
-
-    from paperbricks.core_kernels.testing import tiny_tokenizer
-    from paperbricks.core_kernels.testing.factories import TINY_SPECIAL_TOKENS
-
-    tok = tiny_tokenizer(special_tokens=[*TINY_SPECIAL_TOKENS, "<image>"])
-    vision = CLIPVisionConfig(
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=16,
-        patch_size=4,
-        projection_dim=16,
-    )
-    config = LlavaConfig(
-        vision_config=vision,
-        text_config=tiny_llama_config(vocab_size=len(tok)),
-        image_token_id=tok.convert_tokens_to_ids("<image>"),
-        vision_feature_select_strategy="default",
-        vision_feature_layer=-1,
-    )
-    torch.manual_seed(0)
-    model = LlavaForConditionalGeneration(config).eval()
-    ip = CLIPImageProcessorPil(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16})
-    proc = LlavaProcessor(
-        image_processor=ip,
-        tokenizer=tok,
-        patch_size=4,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-    )
-    return model, proc
-
-
-def test_apply_moca_on_llava_uses_the_expanded_image_tokens():
-    model, proc = _tiny_llava()
+def test_apply_moca_on_llava_uses_the_expanded_image_tokens(make_tiny_llava):
+    model, proc = make_tiny_llava()
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8))
     enc = dict(proc(images=[image], text=["<image>\nthe red cat ."], return_tensors="pt"))
     token = model.config.image_token_id
