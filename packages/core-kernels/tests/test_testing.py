@@ -121,3 +121,16 @@ def test_assert_lean_import_detects_triton(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     with pytest.raises(AssertionError, match="imported triton"):
         assert_lean_import("eager_triton_mod")
+
+
+def test_intra_op_threads_sets_and_restores():
+    from paperbricks.core_kernels.devices import intra_op_threads
+
+    before = torch.get_num_threads()
+    with intra_op_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with intra_op_threads(None):
+        assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="positive int"), intra_op_threads(0):
+        pass

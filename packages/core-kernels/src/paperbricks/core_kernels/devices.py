@@ -12,7 +12,8 @@ import importlib
 import importlib.util
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from types import ModuleType
 from typing import Literal
 
@@ -24,6 +25,7 @@ __all__ = [
     "has_cuda",
     "has_triton",
     "import_triton",
+    "intra_op_threads",
     "resolve_device",
     "resolve_dtype",
     "select_impl",
@@ -168,3 +170,21 @@ def select_impl(
         log = logger.warning if dev == "cuda" else logger.info
         log("%s: using the reference implementation (%s)", op, reason)
     return "reference"
+
+
+@contextmanager
+def intra_op_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (None: leave as is), then restore.
+
+    Tiny models (the reproductions' CPU runs) lose more to splitting each op across threads than
+    they gain, most of all on a busy machine; ``with intra_op_threads(1): ...`` keeps them on one.
+    """
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"n: expected a positive int or None, got {n!r}")
+    old = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

@@ -23,14 +23,13 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
+from paperbricks.core_kernels.devices import intra_op_threads
 from paperbricks.core_kernels.repro import ReproResult, new_figure
 
 from .tasks import NeedleVocab
@@ -164,18 +163,6 @@ def build_needle_model(arch: Arch, budget: NeedleBudget, seed: int) -> torch.nn.
         return BaselineTransformerForCausalLM(BaselineTransformerConfig.from_diff_config(cfg))
 
 
-@contextmanager
-def _intra_op_threads(n: int | None) -> Iterator[None]:
-    """Run the block with ``n`` torch intra-op threads (None: leave as is), then restore."""
-    old = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def run_needle_seed(
     arch: Arch,
     budget: NeedleBudget,
@@ -199,7 +186,7 @@ def run_needle_seed(
         "accuracy_by_n", "answer_mass", "noise_mass", "answer_mass_norm", "noise_mass_norm",
         "answer_mass_per_layer", "noise_mass_per_layer"}`` with string keys for N.
     """
-    with _intra_op_threads(threads):
+    with intra_op_threads(threads):
         return _run_needle_seed(arch, budget, seed, progress)
 
 

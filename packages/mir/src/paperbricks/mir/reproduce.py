@@ -39,14 +39,13 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from paperbricks.core_kernels.devices import intra_op_threads
 from paperbricks.core_kernels.repro import ReproResult, new_figure
 
 from .tinyvlm import TinyVLMConfig
@@ -187,22 +186,6 @@ class Checkpoint:
     seconds: float
 
 
-@contextmanager
-def _intra_op_threads(n: int | None) -> Iterator[None]:
-    """Run the block with ``n`` torch intra-op threads (None: leave as is), then restore.
-
-    The models are so small that splitting an op across threads costs more than it saves on a
-    busy machine.
-    """
-    old = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def run_mir_experiment(
     budget: MirBudget, *, seed: int = 0, progress: bool = False
 ) -> list[Checkpoint]:
@@ -239,7 +222,7 @@ def run_mir_experiment(
         raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
     size = budget.model.image_size
     out: list[Checkpoint] = []
-    with _intra_op_threads(budget.threads):
+    with intra_op_threads(budget.threads):
         base, proc = build_tiny_vlm(budget.model, seed=seed)
         t0 = time.perf_counter()
         warm = warm_up_language_model_(
