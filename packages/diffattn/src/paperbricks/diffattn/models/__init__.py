@@ -4,7 +4,9 @@ Importing this package registers both model types with ``AutoConfig``, ``AutoMod
 ``AutoModelForCausalLM`` (``"paperbricks_diff_transformer"`` and
 ``"paperbricks_baseline_transformer"``), so ``AutoModelForCausalLM.from_pretrained(dir)`` loads a
 saved checkpoint once ``paperbricks.diffattn.models`` has been imported. Importing it imports
-transformers (but neither triton nor CUDA).
+transformers, whose ``PreTrainedModel`` (5.x) pulls in ``torch._dynamo`` and with it triton; it does
+not initialise CUDA. ``import paperbricks.diffattn`` itself stays lean: it loads this subpackage on
+first access.
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
