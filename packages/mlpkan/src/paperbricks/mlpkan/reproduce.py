@@ -1,4 +1,4 @@
-"""Tiny-scale reproductions of MLP-KAN's headline claim (arXiv 2410.03027, abstract and §4).
+"""Tiny-scale reproductions of MLP-KAN's headline claim (arXiv 2410.03027, abstract and §5).
 
 The paper claims that one MLP-KAN model, a mixture of MLP ("representation") and FasterKAN
 ("function") experts, is competitive on both kinds of task without the user choosing between an
@@ -51,14 +51,12 @@ import logging
 import math
 import statistics
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from paperbricks.core_kernels.devices import intra_op_threads
 from paperbricks.core_kernels.repro import ReproResult, new_figure
 
 __all__ = [
@@ -92,17 +90,17 @@ MODEL_KINDS: tuple[str, ...] = ("mlp", "kan", "mlp-kan")
 
 CLAIM_FUNCTION = (
     "On function learning (Feynman equations), MLP-KAN is as accurate as the better of a "
-    "parameter-matched MLP and KAN (arXiv 2410.03027, abstract and §4; criterion: within 10 % "
+    "parameter-matched MLP and KAN (arXiv 2410.03027, abstract and §5; criterion: within 10 % "
     "of the better RMSE on >= 70 % of equations, a project proposal)."
 )
 CLAIM_REPRESENTATION = (
     "On representation learning (image classification), an MLP-KAN-feed-forward ViT is as "
     "accurate as the better of parameter-matched MLP- and KAN-feed-forward ViTs "
-    "(arXiv 2410.03027, abstract and §4; criterion: within 2 accuracy points, a project proposal)."
+    "(arXiv 2410.03027, abstract and §5; criterion: within 2 accuracy points, a project proposal)."
 )
 CLAIM_ROUTING = (
     "MLP-KAN's router sends function-learning inputs to its KAN experts more than image tokens, "
-    "the mechanism by which one model serves both tasks (arXiv 2410.03027, §3; a diagnostic of "
+    "the mechanism by which one model serves both tasks (arXiv 2410.03027, §4.1; a diagnostic of "
     "this project, not a number the paper reports)."
 )
 
@@ -225,18 +223,6 @@ FULL_ROUTING = RoutingBudget(
 )
 
 
-@contextmanager
-def _threads(n: int | None) -> Iterator[None]:
-    """Run the block with ``n`` torch intra-op threads (None: leave as is), then restore."""
-    old = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def _check_seed(seed: Any) -> None:
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
@@ -272,7 +258,7 @@ def run_function_learning(budget: FunctionBudget, *, seed: int = 0) -> list[dict
         raise TypeError(f"budget: expected a FunctionBudget, got {type(budget).__name__}")
     _check_seed(seed)
     rows: list[dict[str, Any]] = []
-    with _threads(budget.threads):
+    with intra_op_threads(budget.threads):
         for name in budget.equations:
             for s in range(seed, seed + budget.seeds):
                 data = feynman_split(name, n_train=budget.n_train, n_test=budget.n_test, seed=s)
@@ -472,7 +458,7 @@ def run_representation_learning(budget: VisionBudget, *, seed: int = 0) -> list[
         raise TypeError(f"budget: expected a VisionBudget, got {type(budget).__name__}")
     _check_seed(seed)
     rows: list[dict[str, Any]] = []
-    with _threads(budget.threads):
+    with intra_op_threads(budget.threads):
         for name in budget.datasets:
             for s in range(seed, seed + budget.seeds):
                 data = _vision_data(name, budget, s)
@@ -673,7 +659,7 @@ def run_routing_share(budget: RoutingBudget, *, seed: int = 0) -> list[dict[str,
     _check_seed(seed)
     fb, vb = budget.function, budget.vision
     rows: list[dict[str, Any]] = []
-    with _threads(fb.threads):
+    with intra_op_threads(fb.threads):
         for s in range(seed, seed + budget.seeds):
             for name in budget.equations:
                 data = feynman_split(name, n_train=fb.n_train, n_test=fb.n_test, seed=s)
