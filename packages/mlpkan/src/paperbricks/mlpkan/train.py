@@ -57,7 +57,7 @@ T = TypeVar("T")
 
 @contextmanager
 def seeded(seed: int) -> Iterator[None]:
-    """Run the block with torch's CPU RNG seeded by ``seed``; restore the caller's state after.
+    """Run the block with torch's RNG seeded by ``seed``; restore the caller's state after.
 
     Used to build models (whose initialisers draw from the global RNG) and to train them
     reproducibly without changing anything outside the block.
@@ -72,7 +72,10 @@ def seeded(seed: int) -> Iterator[None]:
     """
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
-    with torch.random.fork_rng(devices=[]):
+    # The CUDA generator is forked (and seeded by manual_seed) only when CUDA is already in use,
+    # so that CPU-only callers never initialise it.
+    cuda = [torch.cuda.current_device()] if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
         yield
 
