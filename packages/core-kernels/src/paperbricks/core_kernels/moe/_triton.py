@@ -24,6 +24,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .triton_blocks import tile_expert_range
+
 __all__ = ["grouped_mm_dw_triton", "grouped_mm_triton"]
 
 
@@ -61,14 +63,10 @@ def _grouped_mm_fwd_kernel(
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # (BN,)
     row_ok = rows < M
     col_ok = cols < N
-    # Per-tile expert lookup: expert(r) = #{e : offsets[e] <= r}.
-    e_ids = tl.arange(0, BLOCK_E)
-    ends = tl.load(offs_ptr + e_ids, mask=e_ids < E, other=2147483647)  # (BE,)
     first_row = pid_m * BLOCK_M
-    last_row = tl.minimum(first_row + BLOCK_M, M) - 1
-    e_lo = tl.sum((ends <= first_row).to(tl.int32), axis=0)
-    e_hi = tl.sum((ends <= last_row).to(tl.int32), axis=0)
-    e_hi = tl.minimum(e_hi, E - 1)
+    e_lo, e_hi = tile_expert_range(
+        offs_ptr, first_row, tl.minimum(first_row + BLOCK_M, M) - 1, E, BLOCK_E
+    )
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     acc_up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     ks = tl.arange(0, BLOCK_K)

@@ -32,6 +32,8 @@ import torch
 import triton
 import triton.language as tl
 
+from paperbricks.core_kernels.moe.triton_blocks import tile_expert_range
+
 __all__ = ["BASIS_IDS", "kan_gemm_dw_triton", "kan_gemm_dx_triton", "kan_gemm_fwd_triton"]
 
 BASIS_IDS = {"rswaf": 0, "rbf": 1}
@@ -57,16 +59,6 @@ def _basis_and_slope(u, c, inv_h, BASIS: tl.constexpr, SLOPE: tl.constexpr):
         else:
             d = b
     return b, d
-
-
-@triton.jit
-def _expert_range(offs_ptr, first_row, last_row, E, BLOCK_E: tl.constexpr):
-    """Experts owning rows [first_row, last_row]: expert(r) = #{e : offsets[e] <= r}."""
-    e_ids = tl.arange(0, BLOCK_E)
-    ends = tl.load(offs_ptr + e_ids, mask=e_ids < E, other=2147483647)
-    e_lo = tl.sum((ends <= first_row).to(tl.int32), axis=0)
-    e_hi = tl.sum((ends <= last_row).to(tl.int32), axis=0)
-    return e_lo, tl.minimum(e_hi, E - 1)
 
 
 @triton.jit
@@ -104,7 +96,7 @@ def _kan_gemm_fwd_kernel(
     row_ok = rows < M
     col_ok = cols < OUT
     first_row = pid_m * BLOCK_M
-    e_lo, e_hi = _expert_range(
+    e_lo, e_hi = tile_expert_range(
         offs_ptr, first_row, tl.minimum(first_row + BLOCK_M, M) - 1, E, BLOCK_E
     )
     cdt = tl.float64 if FP64 else tl.float32
@@ -179,7 +171,7 @@ def _kan_gemm_bwd_dx_kernel(
     row_ok = rows < M
     j_ok = jj < IN
     first_row = pid_m * BLOCK_M
-    e_lo, e_hi = _expert_range(
+    e_lo, e_hi = tile_expert_range(
         offs_ptr, first_row, tl.minimum(first_row + BLOCK_M, M) - 1, E, BLOCK_E
     )
     cdt = tl.float64 if FP64 else tl.float32
