@@ -156,8 +156,6 @@ def integration(session: nox.Session) -> None:
         "-m",
         "pytest",
         "integration/tests",
-        "-m",
-        "integration or not slow",
         *session.posargs,
     )
 
