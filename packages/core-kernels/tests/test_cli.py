@@ -214,3 +214,34 @@ def test_cli_import_is_lean():
     from paperbricks.core_kernels.testing import assert_lean_import
 
     assert_lean_import("paperbricks.core_kernels.cli")
+
+
+def test_list_shows_version_and_paper(monkeypatch, capsys):
+    import email.message
+
+    class FakeDist:
+        def __init__(self, name, version, summary, paper_url=None):
+            self.metadata = email.message.Message()
+            self.metadata["Name"] = name
+            self.metadata["Summary"] = summary
+            if paper_url:
+                self.metadata["Project-URL"] = f"Paper, {paper_url}"
+            self.version = version
+
+    dists = {
+        "paperbricks-core-kernels": FakeDist("paperbricks-core-kernels", "0.1.0", "Shared kernels"),
+        "paperbricks-lmul": FakeDist(
+            "paperbricks-lmul",
+            "0.3.1",
+            "L-Mul paper (arXiv:2410.00907)",
+            "https://arxiv.org/abs/2410.00907",
+        ),
+    }
+    monkeypatch.setattr(cli, "_installed_distributions", lambda: dists)
+    monkeypatch.setattr(plugins, "_entry_points", lambda group: [])
+    assert cli.main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    lmul = next(line for line in lines if line.startswith("paperbricks-lmul"))
+    assert "0.3.1" in lmul and "L-Mul paper (arXiv:2410.00907)" in lmul
+    core = next(line for line in lines if line.startswith("paperbricks-core-kernels"))
+    assert core.split()[2] == "-"

@@ -52,8 +52,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
         n_repro = sum(p.dist.lower() == name for p in repros.values())
         n_bench = sum(p.dist.lower() == name for p in benches.values())
         cmd = ", ".join(p.name for p in commands.values() if p.dist.lower() == name) or "-"
-        summary = dist.metadata["Summary"] or ""
-        paper = _paper_url(dist) or ("-" if "core-kernels" in name else summary)
+        # Paper packages carry a "Paper" project URL and describe themselves as "Title (arXiv:id)".
+        paper = (dist.metadata["Summary"] or _paper_url(dist)) if _paper_url(dist) else "-"
         rows.append((name, dist.version, paper, cmd, str(n_repro), str(n_bench)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
