@@ -26,12 +26,17 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "METRICS",
     "RESULTS_FILE",
     "SWEEP_FILE",
+    "analyze",
+    "base_grid",
     "game_id",
     "game_seed",
     "load_results",
+    "outcome_record",
     "play_game",
+    "player_from_spec",
     "sweep",
 ]
 
@@ -40,6 +45,15 @@ logger = logging.getLogger(__name__)
 RESULTS_FILE = "results.jsonl"
 SWEEP_FILE = "sweep.json"
 _FORMAT_VERSION = 1
+
+#: The per-game metrics (see :func:`paperbricks.glee.metrics.game_metrics`) and their clip ranges
+#: for imputation (None: unclipped; negotiation self-gains can be negative).
+METRICS: dict[str, tuple[float, float] | None] = {
+    "self_gain_alice": None,
+    "self_gain_bob": None,
+    "efficiency": (0.0, 1.0),
+    "fairness": (0.0, 1.0),
+}
 
 
 def _config_dict(config: Any) -> dict[str, Any]:
@@ -96,14 +110,9 @@ def game_seed(gid: str) -> int:
 
 
 def _new_game(config: Any, seed: int) -> Any:
-    from . import games
+    from .games import make_game
 
-    classes = {
-        "bargaining": games.BargainingGame,
-        "negotiation": games.NegotiationGame,
-        "persuasion": games.PersuasionGame,
-    }
-    return classes[_family(config)](config, seed=seed)
+    return make_game(config, seed=seed)
 
 
 def play_game(
@@ -228,7 +237,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def sweep(
     grid: Iterable[Any],
-    players_factory: Callable[[Any], Sequence[Any]],
+    players_factory: Callable[[Any, int], Sequence[Any]],
     n: int,
     out_dir: str | os.PathLike[str],
     seed: int = 0,
@@ -244,7 +253,8 @@ def sweep(
 
     Args:
         grid: game configs (e.g. ``official_grid("bargaining")`` or a list of configs).
-        players_factory: ``config -> (alice, bob)``, called once per game (fresh players).
+        players_factory: ``(config, game_seed) -> (alice, bob)``, called once per game (fresh
+            players; seed randomised bots from ``game_seed`` so reruns are identical).
         n: repetitions per configuration, int >= 1.
         out_dir: the sweep directory (created). It must be empty, or a directory written by an
             earlier sweep with the same ``seed`` and ``players_label``.
@@ -266,10 +276,9 @@ def sweep(
         >>> import tempfile
         >>> from paperbricks.glee import BASE_CONFIG, RubinsteinSPEBot, sweep
         >>> d = tempfile.mkdtemp()
-        >>> rows = sweep([BASE_CONFIG["bargaining"]], lambda c: (RubinsteinSPEBot(),) * 2, 2, d,
-        ...              progress=False)
-        >>> len(rows), len(sweep([BASE_CONFIG["bargaining"]], lambda c: 1 / 0, 2, d,
-        ...                      progress=False))
+        >>> spe = lambda cfg, seed: (RubinsteinSPEBot(), RubinsteinSPEBot())
+        >>> rows = sweep([BASE_CONFIG["bargaining"]], spe, 2, d, progress=False)
+        >>> len(rows), len(sweep([BASE_CONFIG["bargaining"]], None, 2, d, progress=False))
         (2, 2)
     """
     if not isinstance(n, int) or n < 1:
@@ -295,7 +304,7 @@ def sweep(
     try:
         for cfg, rep, gid in todo:
             gseed = game_seed(gid)
-            outcome, transcript = play_game(cfg, players_factory(cfg), gseed)
+            outcome, transcript = play_game(cfg, players_factory(cfg, gseed), gseed)
             row = {
                 "game_id": gid,
                 "family": _family(cfg),
@@ -347,3 +356,300 @@ def _prepare_dir(out: Path, *, seed: int, players_label: str) -> None:
         )
     out.mkdir(parents=True, exist_ok=True)
     _write_atomic(meta_path, json.dumps(meta, indent=1) + "\n")
+
+
+def outcome_record(config: Any, outcome: Any) -> dict[str, Any]:
+    """A metrics record (see :mod:`.metrics`) from a config (or its dict) and an ``Outcome``."""
+    cfg = config if isinstance(config, Mapping) else _config_dict(config)
+    return _metrics_record(dict(cfg), _outcome_dict(outcome))
+
+
+def _metrics_record(config: dict[str, Any], outcome: dict[str, Any]) -> dict[str, Any]:
+    rec = {**outcome, "config": config}
+    if outcome.get("family") == "bargaining":
+        # Outcome.alice_gain is the discounted normalised gain; the metrics take the nominal
+        # amount of the accepted offer (official game.csv semantics), kept in extra.
+        money = (outcome.get("extra") or {}).get("alice_money")
+        rec["alice_gain"] = 0.0 if money is None else money
+    return rec
+
+
+def base_grid(family: str) -> list[Any]:
+    """The base configuration of ``family`` and every one-parameter variation of it.
+
+    The variations take the other values of the official grid, one field at a time (the design
+    behind the paper's marginal-effect figures: base ± one parameter).
+
+    Args:
+        family: ``"bargaining"``, ``"negotiation"`` or ``"persuasion"``.
+
+    Returns:
+        a list of configs, the base configuration first.
+
+    Examples:
+        >>> len(base_grid("bargaining"))
+        12
+    """
+    from .config import BASE_CONFIG, official_grid
+
+    if family not in BASE_CONFIG:
+        raise ValueError(f"family: expected one of {sorted(BASE_CONFIG)}, got {family!r}")
+    base = BASE_CONFIG[family]
+    bd = dataclasses.asdict(base)
+    out = [base]
+    for cfg in official_grid(family):
+        d = dataclasses.asdict(cfg)
+        diff = [k for k in bd if d[k] != bd[k]]
+        if len(diff) == 1 and cfg not in out:
+            out.append(cfg)
+    return out
+
+
+def _metric_rows(rows: list[dict[str, Any]], glee_compat: bool) -> list[dict[str, Any]]:
+    from .metrics import game_metrics
+
+    out = []
+    for row in rows:
+        rec = _metrics_record(row["config"], row["outcome"])
+        params = {k: v for k, v in row["config"].items() if k != "family"}
+        if row.get("players"):
+            params["players"] = row["players"]
+        out.append(
+            {
+                "family": row["family"],
+                "config": params,
+                **game_metrics(rec, glee_compat=glee_compat),
+            }
+        )
+    return out
+
+
+def _impute_family(recs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Impute each metric over the factorial closure of the observed parameter levels."""
+    import itertools
+
+    from .analysis import marginal_effects, regression_impute
+
+    levels: dict[str, list[Any]] = {}
+    for r in recs:
+        for k, v in r["config"].items():
+            levels.setdefault(k, [])
+            if v not in levels[k]:
+                levels[k].append(v)
+    varied = [k for k, v in levels.items() if len(v) > 1]
+    if not varied:
+        grid = [{}]
+    else:
+        grid = [
+            dict(zip(varied, combo, strict=True))
+            for combo in itertools.product(*(levels[k] for k in varied))
+        ]
+    out: dict[str, Any] = {"params": varied, "cells": len(grid), "metrics": {}}
+    for metric, clip in METRICS.items():
+        finite = [r for r in recs if r[metric] == r[metric]]
+        if not finite:
+            continue
+        if not varied:
+            mean = sum(r[metric] for r in finite) / len(finite)
+            out["metrics"][metric] = {"imputed": mean, "interactions": False, "effects": {}}
+            continue
+        res = regression_impute(finite, metric, grid, params=varied, clip=clip)
+        interactions = True
+        if res.rank < len(res.columns):
+            # an incomplete design (e.g. base +- one parameter) identifies main effects only
+            res = regression_impute(
+                finite, metric, grid, params=varied, clip=clip, interactions=False
+            )
+            interactions = False
+        out["metrics"][metric] = {
+            "imputed": res.mean,
+            "raw": res.observed_mean,
+            "interactions": interactions,
+            "rank": res.rank,
+            "effects": marginal_effects(res),
+        }
+    return out
+
+
+def analyze(
+    out_dir: str | os.PathLike[str],
+    *,
+    glee_compat: bool = False,
+    impute: bool = True,
+    plots: bool = True,
+) -> dict[str, Any]:
+    """Metric tables, regression-imputed means and marginal-effect plots of a sweep directory.
+
+    Per family, every game's metrics are computed (:func:`paperbricks.glee.metrics.game_metrics`);
+    raw means are tabulated; with ``impute`` each metric is fitted by categorical OLS over the
+    parameters that vary in the sweep (:func:`paperbricks.glee.analysis.regression_impute`) and
+    predicted on the factorial closure of the observed levels, whose mean is the imputed table
+    entry (GLEE's tables are these). Pairwise interactions are used when the design identifies
+    them, main effects only otherwise (a base ± one-parameter sweep); the table says which.
+
+    Writes ``out_dir/analysis/summary.md``, ``summary.json`` and, with ``plots``,
+    ``effects_<family>.png`` (marginal effects with 95% intervals).
+
+    Args:
+        out_dir: a directory written by :func:`sweep`.
+        glee_compat: use the official metric formulas (both documented defects).
+        impute: also fit the regression imputation (default True).
+        plots: write the PNG files (default True).
+
+    Returns:
+        ``{"raw": [...rows], "imputed": {family: {...}}, "markdown": str, "files": [paths]}``.
+    """
+    import math
+
+    from .analysis import metric_table
+
+    out = Path(out_dir)
+    rows = load_results(out)
+    if not rows:
+        raise ValueError(f"out_dir: {out} holds no finished games")
+    recs = _metric_rows(rows, glee_compat)
+    families = sorted({r["family"] for r in recs})
+    raw_rows = []
+    imputed: dict[str, Any] = {}
+    for fam in families:
+        fr = [r for r in recs if r["family"] == fam]
+        row: dict[str, Any] = {"family": fam, "games": len(fr)}
+        for m in METRICS:
+            vals = [r[m] for r in fr if not math.isnan(r[m])]
+            row[m] = sum(vals) / len(vals) if vals else float("nan")
+        raw_rows.append(row)
+        if impute:
+            imputed[fam] = _impute_family(fr)
+    cols = ["family", "games", *METRICS]
+    md = [
+        f"# GLEE sweep analysis ({'glee_compat' if glee_compat else 'corrected'} metrics)",
+        "",
+        "## Raw means",
+        "",
+        metric_table(raw_rows, cols),
+    ]
+    if impute:
+        imp_rows = []
+        for fam, res in imputed.items():
+            r: dict[str, Any] = {"family": fam, "cells": res["cells"]}
+            for m in METRICS:
+                r[m] = res["metrics"].get(m, {}).get("imputed", float("nan"))
+            r["interactions"] = all(v["interactions"] for v in res["metrics"].values())
+            imp_rows.append(r)
+        md += [
+            "",
+            "## Regression-imputed means",
+            "",
+            metric_table(imp_rows, ["family", "cells", *METRICS, "interactions"]),
+        ]
+    adir = out / "analysis"
+    adir.mkdir(exist_ok=True)
+    files = []
+    if plots and impute:
+        for fam, res in imputed.items():
+            if res["params"]:
+                files.append(_plot_effects(fam, res, adir / f"effects_{fam}.png"))
+    text = "\n".join(md) + "\n"
+    (adir / "summary.md").write_text(text)
+    payload = {"glee_compat": glee_compat, "raw": raw_rows, "imputed": imputed}
+    (adir / "summary.json").write_text(json.dumps(payload, indent=1, default=_json_default))
+    files += [adir / "summary.md", adir / "summary.json"]
+    return {"raw": raw_rows, "imputed": imputed, "markdown": text, "files": files}
+
+
+def _plot_effects(family: str, res: dict[str, Any], path: Path) -> Path:
+    from paperbricks.core_kernels.repro import new_figure
+
+    params = res["params"]
+    metrics = [m for m in METRICS if m in res["metrics"]]
+    fig = new_figure(figsize=(2.6 * len(params), 2.0 * len(metrics)))
+    axes = fig.subplots(len(metrics), len(params), squeeze=False)
+    for i, m in enumerate(metrics):
+        for j, p in enumerate(params):
+            ax = axes[i][j]
+            eff = res["metrics"][m]["effects"].get(p, [])
+            xs = [str(e["level"]) for e in eff]
+            ys = [e["effect"] for e in eff]
+            err = [1.96 * e["se"] if e["se"] == e["se"] else 0.0 for e in eff]
+            ax.errorbar(xs, ys, yerr=err, fmt="o", capsize=3)
+            ax.axhline(0.0, color="grey", lw=0.8)
+            ax.tick_params(labelsize=7)
+            if i == len(metrics) - 1:
+                ax.set_xlabel(p, fontsize=8)
+            if j == 0:
+                ax.set_ylabel(m, fontsize=7)
+    fig.suptitle(f"{family}: marginal effects vs base level (95% CI)", fontsize=9)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+_BOTS = ("spe", "random", "fair", "honest", "trusting")
+
+
+def player_from_spec(spec: str, family: str, role: str, seed: int | None = None) -> Any:
+    """Build a player from a command-line spec.
+
+    Args:
+        spec: ``bot:spe`` (Rubinstein SPE / negotiation SPE / commitment-optimal seller and
+            Bayesian buyer), ``bot:random``, ``bot:fair`` (bargaining, negotiation),
+            ``bot:honest`` (persuasion seller), ``bot:trusting`` (persuasion buyer that believes
+            the seller is honest), ``llm:SPEC`` (an ``LLMPlayer`` on
+            :func:`paperbricks.core_kernels.llm.backend_from_spec` ``SPEC``), ``choice:SPEC``
+            (choice scoring on that backend: always a legal move) or ``http:URL`` (a GLEE
+            ``/chat`` bot).
+        family: ``"bargaining"``, ``"negotiation"`` or ``"persuasion"``.
+        role: ``"alice"`` (proposer / seller) or ``"bob"`` (responder / buyer).
+        seed: seeds randomised bots (int or None).
+
+    Returns:
+        an object with ``act(game_view)``.
+
+    Raises:
+        ValueError: an unknown spec, or a bot that does not play this family/role.
+
+    Examples:
+        >>> type(player_from_spec("bot:spe", "persuasion", "alice", seed=0)).__name__
+        'KGSeller'
+    """
+    from . import bots
+
+    if role not in ("alice", "bob"):
+        raise ValueError(f"role: expected 'alice' or 'bob', got {role!r}")
+    kind, _, arg = spec.partition(":")
+    if kind == "bot":
+        if arg == "random":
+            return bots.RandomBot(seed=seed)
+        if family == "bargaining" and arg == "spe":
+            return bots.RubinsteinSPEBot()
+        if family == "negotiation" and arg == "spe":
+            return bots.NegotiationSPEBot()
+        if family in ("bargaining", "negotiation") and arg == "fair":
+            return bots.FairSplitBot()
+        if family == "persuasion" and role == "alice" and arg == "spe":
+            return bots.KGSeller(seed=seed)
+        if family == "persuasion" and role == "alice" and arg == "honest":
+            return bots.HonestSeller()
+        if family == "persuasion" and role == "bob" and arg == "spe":
+            return bots.BayesianBuyer()
+        if family == "persuasion" and role == "bob" and arg == "trusting":
+            return bots.BayesianBuyer(assumed_policy="honest")
+        raise ValueError(
+            f"spec: no bot {arg!r} for the {family} {role} seat; bots are {_BOTS} "
+            "(fair: bargaining/negotiation; honest: persuasion seller; trusting: persuasion buyer)"
+        )
+    if kind in ("llm", "choice") and arg:
+        from paperbricks.core_kernels.llm import backend_from_spec
+
+        from . import llm_player
+
+        backend = backend_from_spec(arg)
+        if kind == "llm":
+            return llm_player.LLMPlayer(backend)
+        return llm_player.ChoiceScoringPolicy(backend)
+    if kind == "http" and arg:
+        from . import http_player
+
+        return http_player.GLEEHttpPlayer(arg)
+    raise ValueError(
+        f"spec: expected bot:NAME, llm:BACKEND_SPEC, choice:BACKEND_SPEC or http:URL, got {spec!r}"
+    )
