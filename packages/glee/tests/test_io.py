@@ -27,7 +27,8 @@ def test_thousands_separators_and_config_flattening(tmp_path):
     d = _game(tmp_path / "g", _HEAD + '"7,354","$2,646",hi,Alice,1,\n,,,Bob,1,accept\n')
     r = load_glee_game(d)
     assert (r["family"], r["agreed"], r["rounds"]) == ("bargaining", True, 1)
-    assert (r["alice_gain"], r["bob_gain"], r["money"]) == (7354.0, 2646.0, 10000.0)
+    assert (r["alice_money"], r["money"]) == (7354.0, 10000.0)
+    assert (r["alice_gain"], r["bob_gain"]) == pytest.approx((0.7354, 0.2646))
     assert r["config"]["delta_1"] == 0.95 and r["config"]["game_type"] == "bargaining"
 
 
@@ -58,6 +59,11 @@ def test_family_inferred_from_columns_and_john_spelling(tmp_path):
         (_HEAD, None, "no game rows"),
         (_HEAD + "1,1,,Alice,1,\n", {"game_type": "chess"}, "'game_type'"),
         (_HEAD + "1,1,,Alice,1,\n", {"game_type": "bargaining", "game_args": {}}, "money scale"),
+        (
+            _HEAD + "1,1,,Alice,1,\n",
+            {"game_type": "bargaining", "game_args": {"money_to_divide": 2, "delta_1": 1}},
+            "'delta_2'",
+        ),
         (
             "round_quality,product_worth,player,round,message,decision\n"
             "medium,0,Nature,1,,\n,,Bob,1,,yes\n",

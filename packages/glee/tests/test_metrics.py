@@ -21,8 +21,7 @@ def _barg(p=0.5, t=1, agreed=True, d_a=0.9, d_b=0.9, money=100.0):
         "family": "bargaining",
         "agreed": agreed,
         "rounds": t,
-        "alice_gain": p * money if agreed else 0.0,
-        "bob_gain": (1 - p) * money if agreed else 0.0,
+        "alice_share": p if agreed else None,
         "money": money,
         "config": {"delta_alice": d_a, "delta_bob": d_b},
     }
@@ -128,6 +127,38 @@ def test_persuasion_honest_seller_trusting_buyer_is_efficient_and_fair():
     assert self_gain(r) == {"alice": 0.4, "bob": pytest.approx(0.4)}
 
 
+def test_games_outcome_shape_without_config():
+    """games.Outcome carries discounted normalised gains and the compat value, but no deltas."""
+    deal = _Outcome("bargaining", True, 2, 0.27, 0.56, 100.0, extra={"alice_share": 0.3})
+    assert game_metrics(deal) == pytest.approx(game_metrics(_barg(p=0.3, t=2, d_a=0.9, d_b=0.8)))
+    nodeal = _Outcome(
+        "bargaining",
+        False,
+        3,
+        0.0,
+        0.0,
+        100.0,
+        extra={"alice_share": None, "glee_compat_bob_no_deal": 0.64},
+    )
+    assert game_metrics(nodeal) == {
+        "self_gain_alice": 0.0,
+        "self_gain_bob": 0.0,
+        "efficiency": 0.0,
+        "fairness": 0.0,
+    }
+    assert game_metrics(nodeal, glee_compat=True)["efficiency"] == 0.64
+    neg = _Outcome(
+        "negotiation",
+        True,
+        2,
+        0.05,
+        0.15,
+        100.0,
+        extra={"price": 105.0, "seller_value": 1.0, "buyer_value": 1.2},
+    )
+    assert fairness(neg) == pytest.approx(0.99) and efficiency(neg) == 1.0
+
+
 def test_persuasion_undefined_cases_are_nan_and_counts_validated():
     all_high = {
         "family": "persuasion",
@@ -143,16 +174,9 @@ def test_persuasion_undefined_cases_are_nan_and_counts_validated():
     with pytest.raises(ValueError, match="'family'"):
         efficiency({"family": "poker"})
     with pytest.raises(ValueError, match="delta_alice"):
-        efficiency(
-            {
-                "family": "bargaining",
-                "agreed": True,
-                "rounds": 1,
-                "alice_gain": 1,
-                "money": 2,
-                "config": {},
-            }
-        )
+        efficiency({"family": "bargaining", "agreed": True, "rounds": 1, "money": 2})
+    with pytest.raises(ValueError, match="alice_share"):
+        fairness({"family": "bargaining", "agreed": True, "rounds": 1, "money": 2})
 
 
 # ---- golden: hand-built official-format directories (our own content) ----
@@ -296,9 +320,11 @@ def test_golden_official_format_games(tmp_path, compat):
 def test_golden_records_fields(tmp_path):
     build_golden(tmp_path)
     b = load_glee_game(tmp_path / "b_deal")
-    assert (b["agreed"], b["rounds"], b["alice_gain"], b["bob_gain"]) == (True, 2, 30.0, 70.0)
+    assert (b["agreed"], b["rounds"], b["alice_money"], b["alice_share"]) == (True, 2, 30.0, 0.3)
+    assert (b["alice_gain"], b["bob_gain"]) == pytest.approx((0.27, 0.56))
     nd = load_glee_game(tmp_path / "b_nodeal")
-    assert (nd["agreed"], nd["rounds"], nd["alice_gain"]) == (False, 3, 0.0)
+    assert (nd["agreed"], nd["rounds"], nd["alice_share"], nd["bob_gain"]) == (False, 3, None, 0.0)
+    assert nd["glee_compat_bob_no_deal"] == pytest.approx(0.64)
     n = load_glee_game(tmp_path / "n_outside")
     assert n["outside_option"] == "BuyFromJhon" and n["price"] is None
     p = load_glee_game(tmp_path / "p_game")

@@ -27,6 +27,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from paperbricks.glee.metrics import self_gain
+
 logger = logging.getLogger(__name__)
 
 _REQUIRED = {
@@ -116,10 +118,12 @@ def load_glee_game(directory: str | Path) -> dict[str, Any]:
     Returns:
         A dict with ``family``, ``config`` (the flat ``game_args`` merged with top-level scalars),
         ``agreed``, ``rounds``, ``alice_gain``, ``bob_gain``, ``money``, ``source`` and
-        family-specific fields: negotiation ``price`` and ``outside_option``; persuasion
-        ``n_high``, ``high_bought``, ``low_bought``, ``low_rejected``, ``sales`` and ``history``.
-        Bargaining ``alice_gain``/``bob_gain`` are the nominal amounts of the accepted offer (0 with
-        no deal); negotiation gains are ``price − F_A·M`` and ``F_B·M − price`` with trade.
+        family-specific fields: bargaining ``alice_share``, ``alice_money`` (None with no deal) and
+        ``glee_compat_bob_no_deal`` (δ_B^(T−1), T = rounds played); negotiation ``price``,
+        ``outside_option``, ``seller_value``, ``buyer_value``; persuasion ``n_high``,
+        ``high_bought``, ``low_bought``, ``low_rejected``, ``sales`` and ``history``.
+        ``alice_gain``/``bob_gain`` are the corrected self-gains normalised by M, the same
+        convention as ``games.Outcome``.
 
     Raises:
         ValueError: missing files, bad JSON, unknown ``game_type``, missing columns, unparsable
@@ -156,6 +160,8 @@ def load_glee_game(directory: str | Path) -> dict[str, Any]:
         record.update(_persuasion(csv_path, rows, config, alice))
     else:
         record.update(_offers(csv_path, rows, config, family, alice, bob))
+    gains = self_gain(record)  # corrected, normalised by M: the convention of games.Outcome
+    record["alice_gain"], record["bob_gain"] = gains["alice"], gains["bob"]
     return record
 
 
@@ -177,6 +183,9 @@ def _offers(
     cfg_path = path.with_name("config.json")
     if family == "bargaining":
         money = _config_money(config, ("money_to_divide", "money"), cfg_path)
+        for key in ("delta_1", "delta_2"):
+            if key not in config:
+                raise ValueError(f"{cfg_path}: game_args lacks the discount factor {key!r}")
     else:
         money = _config_money(config, ("product_price_order", "money"), cfg_path)
     last_offer: dict[str, float] | None = None
@@ -216,18 +225,20 @@ def _offers(
         raise ValueError(f"{path}: no game rows after the header")
     out: dict[str, Any] = {"agreed": agreed, "rounds": rounds, "money": money}
     if family == "bargaining":
-        gains = last_offer if agreed and last_offer else {"alice_gain": 0.0, "bob_gain": 0.0}
-        out.update(gains)
+        amount = last_offer["alice_gain"] if agreed and last_offer else None
+        d_b = config.get("delta_2", config.get("delta_bob"))
+        out.update(
+            alice_money=amount,
+            alice_share=None if amount is None else amount / money,
+            glee_compat_bob_no_deal=None
+            if d_b is None
+            else _number(cfg_path, 0, "delta_2", str(d_b)) ** (rounds - 1),
+        )
         return out
     f_a = _number(cfg_path, 0, "seller_value", str(config.get("seller_value", "nan")))
     f_b = _number(cfg_path, 0, "buyer_value", str(config.get("buyer_value", "nan")))
     price = last_offer["price"] if agreed and last_offer else None
-    out.update(
-        price=price,
-        outside_option=outside,
-        alice_gain=(price - f_a * money) if price is not None else 0.0,
-        bob_gain=(f_b * money - price) if price is not None else 0.0,
-    )
+    out.update(price=price, outside_option=outside, seller_value=f_a, buyer_value=f_b)
     return out
 
 
@@ -282,8 +293,6 @@ def _persuasion(
         "low_bought": ell,
         "low_rejected": len(history) - n - ell,
         "sales": k + ell,
-        "alice_gain": (k + ell) * money,
-        "bob_gain": None,
         "history": history,
     }
 

@@ -21,9 +21,12 @@ accepted, so a failed negotiation pays Bob.
 
 Per-family fields a record must carry (names accepted in both our and the official spelling):
 
-- bargaining: ``config`` δ_A (``delta_alice``/``delta_1``), δ_B (``delta_bob``/``delta_2``), M
-  (``money``/``money_to_divide``); ``agreed``; ``rounds`` (agreement round t, or rounds played with
-  no deal); ``alice_gain`` = the *nominal* (undiscounted) amount of the accepted offer.
+- bargaining: ``agreed``; ``rounds`` (agreement round t, or rounds played T with no deal); M
+  (``money``/``money_to_divide``); Alice's share p as ``alice_share`` (None with no deal) or the
+  nominal ``alice_money`` of the accepted offer; δ_A (``delta_alice``/``delta_1``) and δ_B
+  (``delta_bob``/``delta_2``). When the deltas are absent (a ``games.Outcome``, which has no
+  config), the record's ``alice_gain``/``bob_gain`` are taken as the already-discounted normalised
+  self-gains and the compat no-deal value is read from ``glee_compat_bob_no_deal``.
 - negotiation: F_A (``seller_value``/``f_a``), F_B (``buyer_value``/``f_b``), M (``money``/
   ``product_price_order``); ``agreed`` (the receiver played AcceptOffer); ``price`` (nominal price
   of the accepted offer, also read as ``product_price``).
@@ -32,7 +35,7 @@ Per-family fields a record must carry (names accepted in both our and the offici
   ``sales``; or a ``history`` list of ``{"high": bool, "bought": bool}`` per round.
 
 Examples:
-    >>> rec = {"family": "bargaining", "agreed": True, "rounds": 1, "alice_gain": 50.0,
+    >>> rec = {"family": "bargaining", "agreed": True, "rounds": 1, "alice_share": 0.5,
     ...        "config": {"delta_alice": 0.9, "delta_bob": 0.9, "money": 100}}
     >>> efficiency(rec), fairness(rec)
     (1.0, 1.0)
@@ -140,14 +143,46 @@ def _persuasion_counts(record: Any) -> tuple[int, int, int, int, int, int]:
     return big_r, n, k, ell, r_, sales
 
 
-def _bargaining_share(record: Any) -> tuple[float, int, float, float]:
-    m = _money(record)
+def _bargaining_share(record: Any) -> float:
+    """Alice's nominal share p of M (0 with no deal, as in the official code)."""
+    if not bool(_field(record, "agreed")):
+        return 0.0
+    share = _field(record, "alice_share", None)
+    if share is not None:
+        return float(share)
+    money = _field(record, "alice_money", None)
+    if money is None:
+        raise ValueError(
+            "bargaining record: expected 'alice_share' (p in [0, 1]) or 'alice_money' (nominal "
+            f"amount of the accepted offer) for a deal; record has {_describe(record)}"
+        )
+    return float(money) / _money(record)
+
+
+def _bargaining_gains(record: Any, glee_compat: bool) -> tuple[float, float]:
     agreed = bool(_field(record, "agreed"))
     t = int(_num(record, "rounds"))
     if t < 1:
         raise ValueError(f"record field 'rounds': expected >= 1, got {t}")
-    p = _num(record, "alice_gain") / m if agreed else 0.0
-    return p, t, _num(record, "delta_alice"), _num(record, "delta_bob")
+    d_a, d_b = _field(record, "delta_alice", None), _field(record, "delta_bob", None)
+    if d_a is None or d_b is None:  # a games.Outcome: gains are already discounted and normalised
+        needed = "glee_compat_bob_no_deal" if glee_compat and not agreed else "alice_gain"
+        if not agreed and not glee_compat:
+            needed = None
+        if needed is not None and _field(record, needed, None) is None:
+            raise ValueError(
+                "bargaining record: expected 'delta_alice'/'delta_bob' (or delta_1/delta_2) in the "
+                f"config, or precomputed normalised gains ({needed!r}); record has "
+                f"{_describe(record)}"
+            )
+        if not agreed:
+            compat = _num(record, "glee_compat_bob_no_deal") if glee_compat else 0.0
+            return 0.0, compat
+        return _num(record, "alice_gain"), _num(record, "bob_gain")
+    if not agreed and not glee_compat:
+        return 0.0, 0.0
+    p = _bargaining_share(record)
+    return p * float(d_a) ** (t - 1), (1.0 - p) * float(d_b) ** (t - 1)
 
 
 def self_gain(record: Any, *, glee_compat: bool = False) -> dict[str, float]:
@@ -167,17 +202,14 @@ def self_gain(record: Any, *, glee_compat: bool = False) -> dict[str, float]:
         - persuasion: seller sales/R; buyer [k(v−1) + ℓ(c−1)]/R | [k(v−1) + r(c−1)]/R.
 
     Examples:
-        >>> self_gain({"family": "bargaining", "agreed": False, "rounds": 3, "alice_gain": 0,
+        >>> self_gain({"family": "bargaining", "agreed": False, "rounds": 3, "alice_share": None,
         ...            "config": {"delta_1": 1.0, "delta_2": 0.5, "money": 10}}, glee_compat=True)
         {'alice': 0.0, 'bob': 0.25}
     """
     fam = _family(record)
     if fam == "bargaining":
-        p, t, d_a, d_b = _bargaining_share(record)
-        agreed = bool(_field(record, "agreed"))
-        if not agreed and not glee_compat:
-            return {"alice": 0.0, "bob": 0.0}
-        return {"alice": p * d_a ** (t - 1), "bob": (1.0 - p) * d_b ** (t - 1)}
+        alice, bob = _bargaining_gains(record, glee_compat)
+        return {"alice": alice, "bob": bob}
     if fam == "negotiation":
         if not bool(_field(record, "agreed")):
             return {"alice": 0.0, "bob": 0.0}
@@ -231,7 +263,7 @@ def fairness(record: Any, *, glee_compat: bool = False) -> float:
     del glee_compat
     fam = _family(record)
     if fam == "bargaining":
-        p, _t, _da, _db = _bargaining_share(record)
+        p = _bargaining_share(record)
         return 1.0 - 4.0 * (p - 0.5) ** 2
     if fam == "negotiation":
         if not bool(_field(record, "agreed")):
