@@ -200,7 +200,7 @@ class _OfferGame:
             "pending_offer": None if self.pending is None else self.pending.amount,
             "pending_message": None if self.pending is None else self.pending.message,
             "legal": self.legal_actions() if self.current_player == player else None,
-            "history": copy.deepcopy(self.transcript),
+            "history": [dict(e) for e in self.transcript],
         }
 
     def _require_done(self) -> dict[str, Any]:
@@ -478,9 +478,9 @@ class PersuasionGame:
         ]
         if player == "alice":
             obs["quality_high"] = None if self.done else self.quality_high
-            obs["history"] = copy.deepcopy(hist)
+            obs["history"] = [dict(e) for e in hist]
         else:
-            obs["history"] = [] if cfg.myopic else copy.deepcopy(hist)
+            obs["history"] = [] if cfg.myopic else [dict(e) for e in hist]
             obs["signal"] = None if self._signal is None else action_to_dict(self._signal)
         return obs
 
