@@ -365,13 +365,7 @@ def outcome_record(config: Any, outcome: Any) -> dict[str, Any]:
 
 
 def _metrics_record(config: dict[str, Any], outcome: dict[str, Any]) -> dict[str, Any]:
-    rec = {**outcome, "config": config}
-    if outcome.get("family") == "bargaining":
-        # Outcome.alice_gain is the discounted normalised gain; the metrics take the nominal
-        # amount of the accepted offer (official game.csv semantics), kept in extra.
-        money = (outcome.get("extra") or {}).get("alice_money")
-        rec["alice_gain"] = 0.0 if money is None else money
-    return rec
+    return {**outcome, "config": config}
 
 
 def base_grid(family: str) -> list[Any]:
@@ -647,9 +641,9 @@ def player_from_spec(spec: str, family: str, role: str, seed: int | None = None)
             return llm_player.LLMPlayer(backend)
         return llm_player.ChoiceScoringPolicy(backend)
     if kind == "http" and arg:
-        from . import http_player
+        from .http import GLEEHttpPlayer
 
-        return http_player.GLEEHttpPlayer(arg)
+        return GLEEHttpPlayer(arg)
     raise ValueError(
         f"spec: expected bot:NAME, llm:BACKEND_SPEC, choice:BACKEND_SPEC or http:URL, got {spec!r}"
     )
