@@ -294,3 +294,16 @@ def test_identical_seeds_identical_transcripts(config):
     assert a == b
     others = [_random_transcript(config, s) for s in (8, 9, 10)]
     assert any(o != a for o in others)
+
+
+@pytest.mark.parametrize("module", ["config", "actions", "games", "players_base", "bots"])
+def test_docstring_examples_and_lean_import(module):
+    import doctest
+    import importlib
+
+    from paperbricks.core_kernels.testing import assert_lean_import
+
+    mod = importlib.import_module(f"paperbricks.glee.{module}")
+    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
+    assert_lean_import(f"paperbricks.glee.{module}")
