@@ -283,9 +283,16 @@ def test_player_from_spec_rejects_unknown():
 
 
 def test_analyze_imputes_and_plots(tmp_path):
+    from paperbricks.glee.config import BargainingConfig
+    from paperbricks.glee.metrics import game_metrics
+
+    # a fully crossed δ_A × δ_B × M design, unbalanced by dropping two cells: the SPE bots are
+    # deterministic and Alice's share depends on (δ_A, δ_B) only, so imputation is exact
+    ds, ms = (0.8, 0.9, 0.95), (100.0, 10_000.0)
+    full = [BargainingConfig(a, b, m) for a in ds for b in ds for m in ms]
     out = tmp_path / "s"
     runner.sweep(
-        runner.base_grid("bargaining"),
+        [c for i, c in enumerate(full) if i not in (1, 5)],
         _bots("bargaining", "bot:spe", "bot:spe"),
         1,
         out,
@@ -293,9 +300,45 @@ def test_analyze_imputes_and_plots(tmp_path):
     )
     rep = runner.analyze(out)
     (raw,) = rep["raw"]
-    assert raw["games"] == 12 and raw["efficiency"] == pytest.approx(1.0)
+    assert raw["games"] == len(full) - 2 and raw["efficiency"] == pytest.approx(1.0)
     imp = rep["imputed"]["bargaining"]
-    # SPE efficiency is 1 in every cell; the imputation must say so
+    assert imp["cells"] == len(full) and imp["params"] == ["delta_alice", "delta_bob", "money"]
+    truth = [
+        game_metrics(
+            runner.outcome_record(
+                c, runner.play_game(c, _bots("bargaining", "bot:spe", "bot:spe")(c, 0), 0)[0]
+            )
+        )["self_gain_alice"]
+        for c in full
+    ]
+    sg = imp["metrics"]["self_gain_alice"]
+    assert sg["interactions"]
+    assert sg["imputed"] == pytest.approx(sum(truth) / len(truth), abs=1e-9)
+    assert sg["raw"] != pytest.approx(sg["imputed"], abs=1e-6)  # the design is unbalanced
     assert imp["metrics"]["efficiency"]["imputed"] == pytest.approx(1.0)
     assert (out / "analysis" / "effects_bargaining.png").stat().st_size > 0
     assert "Regression-imputed" in rep["markdown"]
+
+
+def test_analyze_base_design_reports_effects_not_grid_means(tmp_path):
+    out = tmp_path / "s"
+    rows = runner.sweep(
+        runner.base_grid("bargaining"),
+        _bots("bargaining", "bot:spe", "bot:fair"),
+        1,
+        out,
+        progress=False,
+    )
+    imp = runner.analyze(out, plots=False)["imputed"]["bargaining"]
+    eff = imp["metrics"]["efficiency"]
+    assert not eff["interactions"] and eff["imputed"] != eff["imputed"]  # NaN: not identified
+    # base±1: each main effect is the exact difference from the base cell (δ_A 0.95 -> 0.8)
+    (d08,) = [e for e in eff["effects"]["delta_alice"] if e["level"] == 0.8]
+    from paperbricks.glee.metrics import efficiency
+
+    (cell,) = [r for r in rows if r["config"]["delta_alice"] == 0.8]
+    expect = efficiency(runner._metrics_record(cell["config"], cell["outcome"])) - efficiency(
+        runner._metrics_record(rows[0]["config"], rows[0]["outcome"])
+    )
+    assert expect == pytest.approx(0.05)  # base: one-round delay (0.95); δ_A = 0.8: agreement
+    assert d08["effect"] == pytest.approx(expect, abs=1e-9)

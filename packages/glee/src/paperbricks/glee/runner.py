@@ -455,8 +455,11 @@ def _impute_family(recs: list[dict[str, Any]]) -> dict[str, Any]:
                 finite, metric, grid, params=varied, clip=clip, interactions=False
             )
             interactions = False
+        # Without identified interactions the additive model would extrapolate far outside the
+        # observed cells (a base +- one design says nothing about two parameters moved at once),
+        # so only the marginal effects (exact cell differences there) are reported, no grid mean.
         out["metrics"][metric] = {
-            "imputed": res.mean,
+            "imputed": res.mean if interactions else float("nan"),
             "raw": res.observed_mean,
             "interactions": interactions,
             "rank": res.rank,
@@ -479,7 +482,9 @@ def analyze(
     parameters that vary in the sweep (:func:`paperbricks.glee.analysis.regression_impute`) and
     predicted on the factorial closure of the observed levels, whose mean is the imputed table
     entry (GLEE's tables are these). Pairwise interactions are used when the design identifies
-    them, main effects only otherwise (a base ± one-parameter sweep); the table says which.
+    them; otherwise (a base ± one-parameter sweep) only main effects are fitted and plotted, and
+    no imputed grid mean is reported (NaN): an additive model would extrapolate to cells where
+    two or more parameters moved at once, which such a design never observed.
 
     Writes ``out_dir/analysis/summary.md``, ``summary.json`` and, with ``plots``,
     ``effects_<family>.png`` (marginal effects with 95% intervals).
