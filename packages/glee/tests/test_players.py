@@ -8,6 +8,7 @@ import json
 import pytest
 
 from paperbricks.core_kernels.llm import FormatRetriesExhausted, ScriptedBackend
+from paperbricks.core_kernels.testing import requires_cuda
 from paperbricks.glee.actions import Offer, Signal
 from paperbricks.glee.bots import RandomBot, RubinsteinSPEBot
 from paperbricks.glee.config import BargainingConfig, NegotiationConfig, PersuasionConfig
@@ -164,3 +165,30 @@ def test_negotiation_candidates_cover_both_values():
     view = NegotiationGame(NegotiationConfig(money=100.0)).observation("alice")
     prices = {a.amount for a in candidate_actions(view)}
     assert {100.0, 120.0, 200.0} <= prices and min(prices) > 0
+
+
+@requires_cuda
+def test_choice_scoring_on_cuda_matches_cpu():
+    pytest.importorskip("transformers")
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from paperbricks.core_kernels.llm import TransformersBackend, score_choices
+    from paperbricks.core_kernels.testing.factories import tiny_llama_config, tiny_tokenizer
+    from paperbricks.glee.parsing import format_action
+    from paperbricks.glee.prompts import build_messages
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_llama_config())
+    cpu = TransformersBackend(copy.deepcopy(model), tiny_tokenizer())
+    gpu = TransformersBackend(model, tiny_tokenizer(), device="cuda")
+    for cfg in (BargainingConfig(money=100.0), NegotiationConfig(money=100.0)):
+        game = make_game(cfg, seed=0)
+        view = game.observation("alice")
+        texts = [format_action(a, cfg.family, money=100.0) for a in candidate_actions(view)]
+        msgs = build_messages(view)
+        ref = torch.tensor(score_choices(cpu, msgs, texts))
+        out = torch.tensor(score_choices(gpu, msgs, texts))
+        # compare scores, not argmaxes: exact ties may break either way in float noise
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-3)
+        game.apply(ChoiceScoringPolicy(gpu).act(view))  # legal on CUDA too
