@@ -67,15 +67,21 @@ def parse_amount(value: Any, *, name: str = "amount") -> Fraction:
     if isinstance(value, bool):
         raise FormatError(f"{name}: expected a number, got the boolean {value!r}")
     if isinstance(value, int):
+        if abs(value) >= 10**30:
+            raise FormatError(
+                f"{name}: expected a realistic amount (< 1e30), got a {value.bit_length()}-bit integer"
+            )
         return Fraction(value)
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
             raise FormatError(f"{name}: expected a finite number, got {value!r}")
+        if abs(value) >= 1e30:
+            raise FormatError(f"{name}: expected a realistic amount (< 1e30), got {value!r}")
         return Fraction(repr(value))
     if not isinstance(value, str):
         raise FormatError(f"{name}: expected a number, got {type(value).__name__} {value!r:.60}")
     s = _CURRENCY.sub("", value.strip()).translate(_SEPARATORS)
-    if not _NUMBER.match(s) or len(s) > 64:
+    if not _NUMBER.match(s) or len(s.split(".")[0].lstrip("+-")) > 30 or len(s) > 64:
         raise FormatError(f'{name}: expected a number such as 1234 or "1,234", got {value!r:.60}')
     return Fraction(s)
 
