@@ -26,7 +26,7 @@ marks unknown/absent). All randomness (persuasion quality, default KG seller) co
 Registration: importing this module calls :func:`register_envs` (idempotent). Gymnasium >= 1.0
 no longer loads ``gymnasium.envs`` plugin entry points, so ``gymnasium.make`` needs either
 ``import paperbricks.glee.envs`` first or the ``"paperbricks.glee.envs:paperbricks/GLEE-..."``
-module prefix form; the entry point is kept for older loaders and is safe to call repeatedly.
+module prefix form (the package declares no plugin entry point).
 """
 
 from __future__ import annotations
