@@ -307,8 +307,11 @@ def expand_prompt(
     return out_ids
 
 
-def _to_float_hwc(image: Any, index: int) -> np.ndarray:
-    """Any supported image -> float32 array (H, W, 3) in [0, 1], RGBA composited on white."""
+def _to_hwc(image: Any, index: int) -> np.ndarray:
+    """Any supported image -> (H, W, 3) RGB array, RGBA composited on white.
+
+    uint8 and PIL inputs give uint8 (0..255); float inputs give float32 in [0, 1].
+    """
     name = f"images[{index}]"
     try:
         from PIL import Image
@@ -322,8 +325,7 @@ def _to_float_hwc(image: Any, index: int) -> np.ndarray:
             rgba = image.convert("RGBA")
             white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             image = Image.alpha_composite(white, rgba)
-        arr = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0  # (H, W, 3)
-        return arr
+        return np.asarray(image.convert("RGB"))  # (H, W, 3) uint8
 
     if isinstance(image, torch.Tensor):
         if image.dim() != 3:
@@ -348,7 +350,11 @@ def _to_float_hwc(image: Any, index: int) -> np.ndarray:
             f"{name}: expected a non-empty image, got height={arr.shape[0]}, width={arr.shape[1]}"
         )
     if arr.dtype == np.uint8:
-        arr = arr.astype(np.float32) / 255.0
+        if arr.shape[2] == 3:
+            return arr
+        rgba = arr.astype(np.float32) / 255.0
+        rgb = rgba[..., :3] * rgba[..., 3:4] + (1.0 - rgba[..., 3:4])  # composite on white
+        return np.round(rgb * 255.0).astype(np.uint8)
     elif np.issubdtype(arr.dtype, np.floating):
         arr = arr.astype(np.float32)
         if not np.isfinite(arr).all() or arr.min() < 0.0 or arr.max() > 1.0:
@@ -439,26 +445,17 @@ class PixtralImageProcessor:
 
     def preprocess(self, image: Any, *, _index: int = 0) -> torch.Tensor:
         """One image -> normalised float32 tensor ``(3, patch_size * n_h, patch_size * n_w)``."""
-        is_uint8_rgb = False
-        try:
-            from PIL import Image
-
-            pil_input = isinstance(image, Image.Image)
-        except ImportError:  # pragma: no cover
-            pil_input = False
-        arr = _to_float_hwc(image, _index)  # (H, W, 3) in [0, 1]
+        arr = _to_hwc(image, _index)  # (H, W, 3), uint8 or float32 in [0, 1]
         height, width = arr.shape[:2]
         n_h, n_w = self.grid(width, height)
         out_h, out_w = n_h * self.patch_size, n_w * self.patch_size
-        if pil_input or (isinstance(image, np.ndarray) and image.dtype == np.uint8):
-            is_uint8_rgb = True
-        if isinstance(image, torch.Tensor) and image.dtype == torch.uint8:
-            is_uint8_rgb = True
-        if is_uint8_rgb and (out_h, out_w) != (height, width):
-            from PIL import Image
+        if arr.dtype == np.uint8:
+            if (out_h, out_w) != (height, width):
+                from PIL import Image
 
-            rgb8 = Image.fromarray(np.round(arr * 255.0).astype(np.uint8), mode="RGB")
-            arr = np.asarray(rgb8.resize((out_w, out_h), Image.BICUBIC), dtype=np.float32) / 255.0
+                rgb8 = Image.fromarray(np.ascontiguousarray(arr), mode="RGB")
+                arr = np.asarray(rgb8.resize((out_w, out_h), Image.BICUBIC))
+            arr = arr.astype(np.float32) / 255.0  # (H', W', 3)
         else:
             arr = _resize_bicubic(arr, out_w, out_h)
         mean = np.asarray(self.image_mean, dtype=np.float32)
