@@ -318,7 +318,8 @@ class PixtralVisionModel(PixtralVisionPreTrainedModel):
             torch.cat(cols),
             self.config.head_dim,
             base=self.config.rope_parameters["rope_theta"],
-        )  # (N, D/2) each, float32
+            dtype=torch.float64 if x.dtype == torch.float64 else torch.float32,
+        )  # (N, D/2) each, float32 (float64 for a float64 model)
         lengths = [h * w for h, w in grids]
         cu = torch.tensor([0, *lengths], device=device).cumsum(0).to(torch.int32)
         for layer in self.transformer.layers:
