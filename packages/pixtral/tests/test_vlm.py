@@ -14,6 +14,7 @@ from transformers import (
     LlavaConfig,
     LlavaForConditionalGeneration,
     MistralConfig,
+    MistralForCausalLM,
 )
 from transformers import PixtralVisionConfig as HFPixtralVisionConfig
 
@@ -275,6 +276,28 @@ def test_adapter_matches_the_equation(seeded):
     torch.testing.assert_close(ad(x), ref, atol=1e-12, rtol=0)
     with pytest.raises(ValueError, match="act"):
         VisionLanguageAdapter(4, 6, act="nope")
+
+
+def test_from_decoder_reproduces_the_causal_lm(models, tmp_path):
+    _, ours, _ = models
+    lm = MistralForCausalLM(_hf_config().text_config).eval()
+    lm.save_pretrained(tmp_path)
+    vlm = PixtralForConditionalGeneration.from_decoder(ours.model.vision_tower, tmp_path)
+    ids = torch.tensor([[1, 5, 9, 33, 17]])
+    with torch.no_grad():
+        torch.testing.assert_close(
+            vlm(input_ids=ids).logits, lm(input_ids=ids).logits, atol=ATOL, rtol=0
+        )
+        sizes = [(16, 8)]
+        imgs = _images(sizes)
+        assert_bitwise_equal(
+            torch.cat(vlm.model.vision_tower(imgs).image_features),
+            torch.cat(ours.model.vision_tower(imgs).image_features),
+            "vision features",
+        )
+    assert vlm.config.image_token_id == IMG
+    with pytest.raises(ValueError, match="decoder_dir"):
+        PixtralForConditionalGeneration.from_decoder(ours.model.vision_tower, tmp_path / "nope")
 
 
 @requires_cuda

@@ -18,6 +18,7 @@ Llava-Pixtral ``save_pretrained`` directory loads with no missing or unexpected 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -126,6 +127,50 @@ class PixtralForConditionalGeneration(PixtralPreTrainedModel, GenerationMixin):
             config.text_config.hidden_size, config.text_config.vocab_size, bias=False
         )
         self.post_init()
+
+    @classmethod
+    def from_decoder(
+        cls,
+        vision: Any,
+        decoder_dir: str | os.PathLike[str],
+        **config_kwargs: Any,
+    ) -> PixtralForConditionalGeneration:
+        """Assemble a VLM from a vision encoder and a causal LM saved in a local directory.
+
+        The decoder (any ``AutoModelForCausalLM`` architecture) is read with
+        ``local_files_only=True``; its body becomes ``model.language_model`` and its output layer
+        ``lm_head``. The adapter is freshly initialised (it must be trained or loaded).
+
+        Args:
+            vision: a ``PixtralVisionModel`` (weights are copied) or a vision config / dict
+                (random encoder).
+            decoder_dir: directory written by a causal LM's ``save_pretrained``.
+            **config_kwargs: further :class:`PixtralVLMConfig` fields (``image_token_index``...).
+
+        Returns:
+            A :class:`PixtralForConditionalGeneration` in eval mode.
+
+        Examples:
+            >>> model = PixtralForConditionalGeneration.from_decoder(
+            ...     vision_model, "/path/to/mistral-dir", image_token_index=10
+            ... )  # doctest: +SKIP
+        """
+        from transformers import AutoModelForCausalLM
+
+        if not os.path.isdir(decoder_dir):
+            raise ValueError(f"decoder_dir: expected an existing directory, got {decoder_dir!r}")
+        lm = AutoModelForCausalLM.from_pretrained(decoder_dir, local_files_only=True)
+        vision_model = vision if isinstance(vision, nn.Module) else None
+        vision_config = vision.config if vision_model is not None else vision
+        config = PixtralVLMConfig(
+            vision_config=vision_config, text_config=lm.config, **config_kwargs
+        )
+        model = cls(config)
+        if vision_model is not None:
+            model.model.vision_tower.load_state_dict(vision_model.state_dict())
+        model.model.language_model.load_state_dict(lm.get_decoder().state_dict())
+        model.lm_head.load_state_dict(lm.get_output_embeddings().state_dict())
+        return model.eval()
 
     # ---- HF plumbing ---------------------------------------------------------------------
     def get_input_embeddings(self) -> nn.Module:
