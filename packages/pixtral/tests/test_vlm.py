@@ -311,7 +311,7 @@ def test_parity_cuda_bf16(hf_dir):
     sizes = [(16, 40), (32, 16)]
     ids = _prompt(sizes).cuda()
     imgs = [i.cuda().bfloat16() for i in _images(sizes, 3)]
-    batch, image_sizes = _padded([i.float() for i in imgs])
+    batch, image_sizes = _padded([i.float().cpu() for i in imgs])
     with torch.no_grad():
         ref = hf(
             input_ids=ids, pixel_values=batch.cuda().bfloat16(), image_sizes=image_sizes
