@@ -199,6 +199,8 @@ def test_bad_image_sizes_raise():
         model(pad, image_sizes=[[8, 8], [3, 8]])  # floors to zero patch rows
     with pytest.raises(ValueError, match="image_sizes"):
         model([pad[0]], image_sizes=[[8, 8]])
+    with pytest.raises(TypeError, match="output_hidden_states"):
+        model([pad[0]], output_hidden_states=True)
 
 
 def test_bad_config_raises():

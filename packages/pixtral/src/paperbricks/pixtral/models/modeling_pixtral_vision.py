@@ -293,11 +293,19 @@ class PixtralVisionModel(PixtralVisionPreTrainedModel):
                 the full (H, W) for every image.
             return_dict: accepted for HF compatibility; the output is always a
                 :class:`PixtralVisionOutput` (indexable like a tuple).
+            **kwargs: HF-style flags; any set to something other than None/False (e.g.
+                ``output_hidden_states=True``) raises ``TypeError``.
 
         Returns:
             :class:`PixtralVisionOutput` with ``last_hidden_state`` (1, N, d) and per-image
             ``image_features`` (n_h·n_w, d).
         """
+        unsupported = sorted(k for k, v in kwargs.items() if v is not None and v is not False)
+        if unsupported:
+            raise TypeError(
+                f"PixtralVisionModel.forward: unsupported arguments {unsupported} (hidden states "
+                f"and attention maps are not returned)"
+            )
         images = self._split_inputs(pixel_values, image_sizes)
         dtype = self.patch_conv.weight.dtype
         device = self.patch_conv.weight.device
