@@ -1,7 +1,9 @@
-"""HF-style Pixtral models: :class:`PixtralVisionConfig`, :class:`PixtralVisionModel`.
+"""HF-style Pixtral models: the vision encoder and the VLM.
 
-Importing registers them with ``AutoConfig``/``AutoModel`` under model type
-``"paperbricks_pixtral_vision"``.
+Importing registers :class:`PixtralVisionModel` with ``AutoConfig``/``AutoModel`` (model type
+``"paperbricks_pixtral_vision"``) and :class:`PixtralForConditionalGeneration` with
+``AutoConfig``/``AutoModelForImageTextToText`` (model type ``"paperbricks_pixtral"``, plus the
+key renaming that reads HF Llava-Pixtral checkpoints).
 """
 
 from transformers import AutoConfig, AutoModel
@@ -17,10 +19,20 @@ from .modeling_pixtral_vision import (
 AutoConfig.register(PixtralVisionConfig.model_type, PixtralVisionConfig, exist_ok=True)
 AutoModel.register(PixtralVisionConfig, PixtralVisionModel, exist_ok=True)
 
+# After the encoder's registration: the VLM module registers itself on import.
+from .configuration_pixtral_vlm import PixtralVLMConfig  # noqa: E402
+from .modeling_pixtral_vlm import (  # noqa: E402
+    PixtralForConditionalGeneration,
+    VisionLanguageAdapter,
+)
+
 __all__ = [
+    "PixtralForConditionalGeneration",
+    "PixtralVLMConfig",
     "PixtralVisionConfig",
     "PixtralVisionModel",
     "PixtralVisionOutput",
     "PixtralVisionPreTrainedModel",
+    "VisionLanguageAdapter",
     "count_parameters",
 ]
