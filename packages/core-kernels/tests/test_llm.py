@@ -187,6 +187,47 @@ def test_openai_forwards_stop_seed_and_json_mode(server):
     assert "seed" not in second and "response_format" not in second
 
 
+IMAGE_MSGS = [
+    {"role": "system", "content": "Answer briefly."},
+    {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "What colour is the square?"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+        ],
+    },
+]
+
+
+def test_openai_forwards_image_parts_unchanged(server):
+    """Vision-language models behind an OpenAI-compatible server get OpenAI-style parts."""
+    server.replies = [Reply(200, ok_body("red"))]
+    backend, _ = make_backend(server)
+    assert backend.chat(IMAGE_MSGS, max_tokens=3).text == "red"
+    assert server.requests[0]["body"]["messages"] == IMAGE_MSGS
+
+
+def test_text_only_helpers_and_scripted_backend_with_images():
+    from paperbricks.core_kernels.llm import content_text, text_only
+
+    assert content_text(IMAGE_MSGS[1]["content"]) == "What colour is the square?\n<image>"
+    with pytest.raises(ValueError, match="text-only"):
+        text_only(IMAGE_MSGS, "SomeBackend")
+    joined = text_only(
+        [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+            }
+        ],
+        "B",
+    )
+    assert joined == [{"role": "user", "content": "a\nb"}]
+    scripted = ScriptedBackend(["red"])
+    assert scripted.chat(IMAGE_MSGS, max_tokens=3).text == "red"
+    assert scripted.requests[0].messages == IMAGE_MSGS
+
+
 def test_openai_retries_after_500_then_succeeds(server):
     server.replies = [Reply(500, "upstream exploded"), Reply(200, ok_body("fine"))]
     backend, sleeps = make_backend(server, max_retries=3)
@@ -307,6 +348,20 @@ def test_openai_constructor_validation(kwargs, exc, pattern):
         ("hello", {}, TypeError, "messages"),
         ([{"role": "robot", "content": "x"}], {}, ValueError, r"messages\[0\]\['role'\]"),
         ([{"role": "user", "content": 3}], {}, TypeError, r"messages\[0\]\['content'\]"),
+        ([{"role": "user", "content": []}], {}, TypeError, r"messages\[0\]\['content'\]"),
+        ([{"role": "user", "content": [{"type": "audio"}]}], {}, ValueError, r"\['content'\]\[0\]"),
+        (
+            [{"role": "user", "content": [{"type": "text", "text": 1}]}],
+            {},
+            TypeError,
+            r"\['text'\]",
+        ),
+        (
+            [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}],
+            {},
+            ValueError,
+            r"\['image_url'\]",
+        ),
         (MSGS, {"max_tokens": 0}, ValueError, "max_tokens"),
         (MSGS, {"temperature": -0.1}, ValueError, "temperature"),
         (MSGS, {"temperature": math.nan}, ValueError, "temperature"),
@@ -525,6 +580,11 @@ def model_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def backend(model_dir):
     return TransformersBackend(str(model_dir))
+
+
+def test_transformers_backend_refuses_image_parts(backend):
+    with pytest.raises(ValueError, match="TransformersBackend is text-only"):
+        backend.chat(IMAGE_MSGS, max_tokens=2)
 
 
 def test_transformers_greedy_is_deterministic_and_matches_hf_generate(backend):

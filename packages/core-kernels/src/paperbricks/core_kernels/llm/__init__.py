@@ -32,8 +32,10 @@ from .base import (
     ChatResult,
     Message,
     ScoringBackend,
+    content_text,
     normalize_messages,
     score_choices,
+    text_only,
 )
 from .json_utils import (
     FormatRetriesExhausted,
@@ -61,8 +63,10 @@ __all__ = [
     "ScriptedBackend",
     "TransformersBackend",
     "backend_from_spec",
+    "content_text",
     "extract_json",
     "normalize_messages",
     "score_choices",
+    "text_only",
     "with_format_retries",
 ]

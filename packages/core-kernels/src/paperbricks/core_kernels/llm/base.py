@@ -24,15 +24,22 @@ __all__ = [
     "ScoringBackend",
     "check_candidates",
     "check_chat_args",
+    "content_text",
     "normalize_messages",
     "score_choices",
+    "text_only",
 ]
 
 #: Message roles accepted by every backend (the OpenAI chat roles).
 ROLES = ("system", "user", "assistant", "tool")
 
-#: One chat message: ``{"role": "user", "content": "..."}``.
-Message = Mapping[str, str]
+#: One chat message: ``{"role": "user", "content": "..."}``. ``content`` may also be a list of
+#: OpenAI-style parts, ``{"type": "text", "text": ...}`` and
+#: ``{"type": "image_url", "image_url": {"url": ...}}`` (an http(s) URL or a ``data:`` URL), for
+#: vision-language models behind an OpenAI-compatible server.
+Message = Mapping[str, Any]
+
+_PART_TYPES = ("text", "image_url")
 
 
 class ChatBackendError(RuntimeError):
@@ -94,12 +101,47 @@ class ScoringBackend(ChatBackend, Protocol):
     def score_choices(self, messages: Sequence[Message], choices: Sequence[str]) -> list[float]: ...
 
 
-def normalize_messages(messages: Any) -> list[dict[str, str]]:
+def _check_parts(i: int, content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, (str, bytes)) or not isinstance(content, Sequence) or not content:
+        raise TypeError(
+            f"messages[{i}]['content']: expected str or a non-empty list of parts, "
+            f"got {type(content).__name__}"
+        )
+    parts: list[dict[str, Any]] = []
+    for k, part in enumerate(content):
+        where = f"messages[{i}]['content'][{k}]"
+        if not isinstance(part, Mapping) or part.get("type") not in _PART_TYPES:
+            raise ValueError(
+                f"{where}: expected a part with type in {_PART_TYPES}, got {part!r:.80}"
+            )
+        if part["type"] == "text":
+            if not isinstance(part.get("text"), str):
+                raise TypeError(
+                    f"{where}['text']: expected str, got {type(part.get('text')).__name__}"
+                )
+            parts.append({"type": "text", "text": part["text"]})
+        else:
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, Mapping) else None
+            if not isinstance(url, str) or not url:
+                raise ValueError(
+                    f"{where}['image_url']: expected {{'url': str}}, got {image!r:.80}"
+                )
+            parts.append({"type": "image_url", "image_url": dict(image)})
+    return parts
+
+
+def normalize_messages(messages: Any) -> list[dict[str, Any]]:
     """Validate ``messages`` and return them as a list of plain ``{"role", "content"}`` dicts.
 
+    ``content`` is a string, or a list of OpenAI-style text / image_url parts (see
+    :data:`Message`); parts are validated and copied.
+
     Raises:
-        TypeError: ``messages`` is not a sequence of mappings, or a content is not a string.
-        ValueError: the list is empty, or a role is missing or not one of :data:`ROLES`.
+        TypeError: ``messages`` is not a sequence of mappings, or a content is neither a string
+            nor a list of parts.
+        ValueError: the list is empty, a role is missing or not one of :data:`ROLES`, or a part
+            is malformed.
     """
     if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
         raise TypeError(
@@ -108,7 +150,7 @@ def normalize_messages(messages: Any) -> list[dict[str, str]]:
         )
     if len(messages) == 0:
         raise ValueError("messages: expected at least one message, got an empty sequence")
-    out: list[dict[str, str]] = []
+    out: list[dict[str, Any]] = []
     for i, m in enumerate(messages):
         if not isinstance(m, Mapping):
             raise TypeError(
@@ -119,8 +161,37 @@ def normalize_messages(messages: Any) -> list[dict[str, str]]:
             raise ValueError(f"messages[{i}]['role']: expected one of {ROLES}, got {role!r}")
         content = m.get("content")
         if not isinstance(content, str):
-            raise TypeError(f"messages[{i}]['content']: expected str, got {type(content).__name__}")
+            content = _check_parts(i, content)
         out.append({"role": role, "content": content})
+    return out
+
+
+def content_text(
+    content: str | Sequence[Mapping[str, Any]], *, image_marker: str = "<image>"
+) -> str:
+    """The text of a message content; image parts become ``image_marker`` (for logs and counts)."""
+    if isinstance(content, str):
+        return content
+    return "\n".join(p["text"] if p["type"] == "text" else image_marker for p in content)
+
+
+def text_only(messages: Sequence[Message], backend: str) -> list[dict[str, str]]:
+    """Normalised messages with string contents, for backends that take no images.
+
+    Text parts are joined with newlines. Raises ``ValueError`` naming ``backend`` when a message
+    carries an image part.
+    """
+    out = []
+    for i, m in enumerate(normalize_messages(messages)):
+        content = m["content"]
+        if not isinstance(content, str):
+            if any(p["type"] != "text" for p in content):
+                raise ValueError(
+                    f"messages[{i}]: {backend} is text-only and cannot take image parts; use a "
+                    "vision-language model behind OpenAICompatBackend"
+                )
+            content = content_text(content)
+        out.append({"role": m["role"], "content": content})
     return out
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .base import (
     ChatBackendError,
@@ -17,6 +18,7 @@ from .base import (
     Message,
     check_candidates,
     check_chat_args,
+    content_text,
     normalize_messages,
 )
 
@@ -31,7 +33,7 @@ class ScriptExhaustedError(ChatBackendError):
 class ChatRequest:
     """One recorded ``chat`` call (a deep copy of what the caller passed)."""
 
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]
     max_tokens: int
     temperature: float
     stop: list[str] | None
@@ -137,7 +139,7 @@ class ScriptedBackend:
             reply = self._fn(copy.deepcopy(msgs), request)
         else:
             if self._next >= len(self._script):
-                last = msgs[-1]["content"]
+                last = content_text(msgs[-1]["content"])
                 raise ScriptExhaustedError(
                     f"ScriptedBackend: script exhausted after {len(self._script)} replies; "
                     f"request #{len(self.requests)} (last message: {last[:80]!r}) has no reply"
@@ -150,7 +152,7 @@ class ScriptedBackend:
             raise TypeError(
                 f"ScriptedBackend reply function returned {type(reply).__name__}, expected str or ChatResult"
             )
-        prompt_words = sum(len(m["content"].split()) for m in msgs)
+        prompt_words = sum(len(content_text(m["content"]).split()) for m in msgs)
         words = len(reply.split())
         usage = {
             "prompt_tokens": prompt_words,

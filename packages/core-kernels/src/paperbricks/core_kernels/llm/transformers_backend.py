@@ -31,7 +31,7 @@ from .base import (
     Message,
     check_candidates,
     check_chat_args,
-    normalize_messages,
+    text_only,
 )
 
 __all__ = ["TransformersBackend"]
@@ -211,7 +211,7 @@ class TransformersBackend:
         add_generation_prompt=True)``. Without: ``"role: content"`` lines followed by
         ``"assistant:"``.
         """
-        msgs = normalize_messages(messages)
+        msgs = text_only(messages, "TransformersBackend")
         if self.has_chat_template:
             return self.tokenizer.apply_chat_template(
                 msgs, tokenize=False, add_generation_prompt=True
