@@ -154,7 +154,10 @@ def test_multi_turn_runner_uses_reference_history_and_aggregates(tmp_path):
     second = model.requests[1].messages
     assert [m["role"] for m in second] == ["user", "assistant", "user"]
     assert second[1]["content"] == "red"
-    assert "<image: a.png 40x24>" in model.requests[0].messages[0]["content"]
+    first = model.requests[0].messages[0]["content"]  # images as data-URL parts, then the text
+    assert [p["type"] for p in first] == ["image_url", "text"]
+    assert first[0]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert "<image>" in judge.requests[0].messages[1]["content"]  # the judge sees text only
     assert all(r.temperature == 0.0 for r in model.requests + judge.requests)
     assert judge.requests[0].messages[0]["role"] == "system"
     assert "[[" in judge.requests[0].messages[0]["content"]
@@ -183,3 +186,25 @@ def test_load_conversations_rejects_bad_data(tmp_path):
         load_conversations(tmp_path / "missing_dir_or_file")
     with pytest.raises(TypeError, match="judge"):
         MultiTurnRunner(ScriptedBackend(["a"]), object())
+
+
+def test_multi_turn_runner_marker_mode_for_text_only_backends(tmp_path):
+    _write_set(tmp_path)
+    convs = load_conversations(tmp_path)
+    model = ScriptedBackend(["blue", "40", "tall"])
+    judge = ScriptedBackend(["[[2]]", "[[10]]", "[[5]]"])
+    MultiTurnRunner(model, judge, images="markers").run(convs)
+    assert "<image: a.png 40x24>" in model.requests[0].messages[0]["content"]
+    with pytest.raises(ValueError, match="images"):
+        MultiTurnRunner(model, judge, images="pixels")
+
+
+def test_image_part_round_trips_the_file(tmp_path):
+    import base64
+
+    from paperbricks.pixtral.evaluation import image_part
+
+    _write_set(tmp_path)
+    png = tmp_path / "a.png"
+    url = image_part(png)["image_url"]["url"]
+    assert base64.b64decode(url.split(",", 1)[1]) == png.read_bytes()

@@ -72,6 +72,7 @@ def _eval(args: argparse.Namespace) -> int:
         format_prompt,
         load_conversations,
         score_dataset,
+        user_content,
     )
 
     try:
@@ -81,7 +82,7 @@ def _eval(args: argparse.Namespace) -> int:
             if not args.judge_endpoint:
                 raise ValueError("--judge-endpoint: required for --task mm-mt-bench")
             judge = _backend(args.judge_endpoint, args.judge_model or args.model)
-            res = MultiTurnRunner(model, judge).run(load_conversations(data))
+            res = MultiTurnRunner(model, judge, images=args.images).run(load_conversations(data))
             out: dict[str, Any] = {
                 "micro": res.micro,
                 "macro": res.macro,
@@ -96,11 +97,21 @@ def _eval(args: argparse.Namespace) -> int:
                 "multiple_choice" if args.task == "relaxed" and args.choices else args.task
             )
             replies = []
+            root = data if data.is_dir() else data.parent
             for r in rows:
-                image = f"<image: {r['image']}>\n" if r.get("image") else ""
-                msg = image + format_prompt(prompt_task, r["question"])
+                question = format_prompt(prompt_task, r["question"])
+                if r.get("image") and args.images == "parts":
+                    image = root / r["image"]
+                    if not image.is_file():
+                        raise ValueError(f"--data: image {str(image)!r} does not exist")
+                    content = user_content(question, [{"path": image}])
+                else:
+                    marker = f"<image: {r['image']}>\n" if r.get("image") else ""
+                    content = marker + question
                 replies.append(
-                    model.chat([{"role": "user", "content": msg}], max_tokens=args.max_tokens).text
+                    model.chat(
+                        [{"role": "user", "content": content}], max_tokens=args.max_tokens
+                    ).text
                 )
             targets = [r.get("answers", r.get("answer")) for r in rows]
             out = score_dataset(args.task, replies, targets)
@@ -146,6 +157,12 @@ def register(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("eval", help="score a model on the evaluation protocol")
     p.add_argument("--task", choices=("vqa", "anls", "relaxed", "mm-mt-bench"), required=True)
+    p.add_argument(
+        "--images",
+        choices=("parts", "markers"),
+        default="parts",
+        help="send images as data-URL content parts (default; for VLM endpoints) or as text markers",
+    )
     p.add_argument(
         "--data",
         required=True,

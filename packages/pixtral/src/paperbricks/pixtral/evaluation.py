@@ -16,8 +16,9 @@ and an MM-MT-Bench-style multi-turn runner.
   **reference** answers as context; the judge (any chat backend) rates it 1–10 from ``[[x]]``.
 
 Difference from the obvious baseline (exact string match): flexible parsing, so a model is not
-penalised for formatting. The core-kernels chat backends carry text only, so images are
-validated and described to the model as ``<image: name W×H>`` markers (see docs/evaluation.md).
+penalised for formatting. Images are validated and sent to the model as OpenAI-style
+``image_url`` content parts (``data:`` URLs), or described as ``<image: name W×H>`` markers for
+text-only backends (see docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ import json
 import logging
 import re
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from paperbricks.core_kernels.llm import content_text
 
 __all__ = [
     "JUDGE_SYSTEM_PROMPT",
@@ -414,6 +417,41 @@ class MultiTurnResult:
     unparsed: int = 0
 
 
+IMAGE_MODES = ("parts", "markers")
+
+
+def image_part(path: str | Path) -> dict[str, Any]:
+    """An OpenAI-style ``image_url`` content part holding the image file as a ``data:`` URL."""
+    import base64
+    import mimetypes
+
+    path = Path(path)
+    mime = mimetypes.guess_type(path.name)[0] or "image/png"
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{data}"}}
+
+
+def user_content(
+    text: str, images: Sequence[Mapping[str, Any]], *, mode: str = "parts"
+) -> str | list[dict[str, Any]]:
+    """A user message's content with its images first, then the text.
+
+    ``mode="parts"`` (default) gives OpenAI-style content parts, the images as ``data:`` URLs (for
+    a vision-language model behind an OpenAI-compatible server, e.g. vLLM serving Pixtral);
+    ``mode="markers"`` gives a plain string with ``<image: name WxH>`` lines, for text-only
+    backends. ``images`` are dicts with ``path`` and ``size`` (as :func:`load_conversations`
+    returns them).
+    """
+    if mode not in IMAGE_MODES:
+        raise ValueError(f"mode: expected one of {IMAGE_MODES}, got {mode!r}")
+    if mode == "markers" or not images:
+        header = "".join(
+            f"<image: {Path(im['path']).name} {im['size'][0]}x{im['size'][1]}>\n" for im in images
+        )
+        return header + text
+    return [*(image_part(im["path"]) for im in images), {"type": "text", "text": text}]
+
+
 class MultiTurnRunner:
     """MM-MT-Bench-style evaluation: model and judge are any core-kernels ``ChatBackend``.
 
@@ -423,8 +461,12 @@ class MultiTurnRunner:
 
     Args:
         model: chat backend under test (temperature 0).
-        judge: chat backend used as judge (temperature 0).
+        judge: chat backend used as judge (temperature 0); it sees the conversation as text,
+            images shown as ``<image>``.
         model_max_tokens: default 4096. judge_max_tokens: default 2048.
+        images: ``"parts"`` (default) sends the images to the model as ``data:`` URL content
+            parts on the first turn; ``"markers"`` describes them in text, for text-only backends
+            (see :func:`user_content`).
 
     Examples:
         >>> from paperbricks.core_kernels.llm import ScriptedBackend
@@ -436,32 +478,37 @@ class MultiTurnRunner:
     """
 
     def __init__(
-        self, model: Any, judge: Any, *, model_max_tokens: int = 4096, judge_max_tokens: int = 2048
+        self,
+        model: Any,
+        judge: Any,
+        *,
+        model_max_tokens: int = 4096,
+        judge_max_tokens: int = 2048,
+        images: str = "parts",
     ) -> None:
         for name, b in (("model", model), ("judge", judge)):
             if not callable(getattr(b, "chat", None)):
                 raise TypeError(f"{name}: expected a ChatBackend, got {type(b).__name__}")
+        if images not in IMAGE_MODES:
+            raise ValueError(f"images: expected one of {IMAGE_MODES}, got {images!r}")
         self.model, self.judge = model, judge
         self.model_max_tokens, self.judge_max_tokens = model_max_tokens, judge_max_tokens
-
-    @staticmethod
-    def _image_header(images: Iterable[Mapping[str, Any]]) -> str:
-        return "".join(
-            f"<image: {Path(im['path']).name} {im['size'][0]}x{im['size'][1]}>\n" for im in images
-        )
+        self.images = images
 
     def run(self, conversations: Sequence[Mapping[str, Any]]) -> MultiTurnResult:
         """Evaluate every user turn of ``conversations`` (as returned by :func:`load_conversations`)."""
         records: list[dict[str, Any]] = []
         unparsed = 0
         for c in conversations:
-            header = self._image_header(c.get("images", []))
-            history: list[dict[str, str]] = []
+            history: list[dict[str, Any]] = []
             for t, turn in enumerate(c["turns"], 1):
-                user = (header if t == 1 else "") + turn["user"]
+                images = c.get("images", []) if t == 1 else []
+                user = user_content(turn["user"], images, mode=self.images)
                 msgs = [*history, {"role": "user", "content": user}]
                 answer = self.model.chat(msgs, max_tokens=self.model_max_tokens).text
-                transcript = "\n".join(f"{m['role'].upper()}: {m['content']}" for m in msgs)
+                transcript = "\n".join(
+                    f"{m['role'].upper()}: {content_text(m['content'])}" for m in msgs
+                )
                 judge_msgs = [
                     {"role": "system", "content": JUDGE_SYSTEM_PROMPT},
                     {
