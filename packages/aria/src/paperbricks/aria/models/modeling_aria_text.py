@@ -75,6 +75,7 @@ __all__ = [
     "AriaTextModel",
     "AriaTextModelOutput",
     "AriaTextPreTrainedModel",
+    "causal_lm_loss",
 ]
 
 logger = logging.getLogger(__name__)
@@ -565,8 +566,9 @@ class AriaTextForCausalLM(AriaTextPreTrainedModel, GenerationMixin):
         ...                      moe_topk=2, aux_loss_mode="explicit")
         >>> model = AriaTextForCausalLM(cfg)
         >>> ids = torch.tensor([[1, 4, 9, 3]])
-        >>> out = model(ids, labels=ids)
-        >>> bool(torch.isclose(out.loss, out.loss - out.aux_loss - out.z_loss + out.aux_loss + out.z_loss))
+        >>> out = model(ids, labels=ids)  # explicit: loss = LM loss + aux_loss + z_loss
+        >>> lm = causal_lm_loss(out.logits, ids)
+        >>> bool(torch.isclose(out.loss, lm + out.aux_loss + out.z_loss))
         True
         >>> model.generate(ids, max_new_tokens=2, do_sample=False).shape
         torch.Size([1, 6])
