@@ -12,7 +12,11 @@ from safetensors import safe_open
 
 from paperbricks.aria.models import AriaConfig, AriaForConditionalGeneration
 from paperbricks.aria.processing import expand_image_tokens, random_pixel_batch
-from paperbricks.core_kernels.testing import assert_bitwise_equal, assert_close, requires_cuda
+from paperbricks.core_kernels.testing import (
+    assert_bitwise_equal,
+    assert_close,
+    requires_cuda,
+)
 
 IMG = 9
 VISION = dict(
@@ -243,3 +247,41 @@ def test_cuda_logits_match_hf(models, dtype):
         assert torch.equal(gen, gen_ref)
     else:
         assert gen.shape == gen_ref.shape
+
+
+# ---- input helpers ---------------------------------------------------------------------------------
+
+
+def test_expand_image_tokens():
+    assert expand_image_tokens([1, IMG, 5], 3).tolist() == [1, IMG, IMG, IMG, 5]
+    assert expand_image_tokens(torch.tensor([IMG, 2, IMG]), [1, 2]).tolist() == [IMG, 2, IMG, IMG]
+    ids, mask = expand_image_tokens(
+        torch.tensor([[0, 1, IMG], [1, IMG, IMG]]), [3, 1, 1], pad_token_id=0, padding_side="right"
+    )
+    assert ids.tolist() == [[1, IMG, IMG, IMG], [1, IMG, IMG, 0]]
+    assert mask.tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]]
+    with pytest.raises(ValueError, match="2 counts for 1 image tokens"):
+        expand_image_tokens([1, IMG], [2, 2])
+    with pytest.raises(ValueError, match="pad_token_id"):
+        expand_image_tokens([[1, IMG], [1]], 2)
+    with pytest.raises(ValueError, match="padding_side"):
+        expand_image_tokens([[IMG]], 2, padding_side="middle")
+
+
+def test_hf_image_processor_without_torchvision_feeds_our_model():
+    import numpy as np
+    from PIL import Image
+
+    from paperbricks.aria.models import patch_attention_mask
+    from paperbricks.aria.processing import PAD_PIXEL_VALUE, image_processor
+
+    proc = image_processor()
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 300, 3), np.uint8))
+    out = proc(images=[img], max_image_size=490, return_tensors="pt")
+    px, mask = out["pixel_values"], out["pixel_mask"]
+    assert px.shape == (1, 3, 490, 490) and mask.shape == (1, 490, 490)
+    # long side -> 490, short side max(int(200 * 490 / 300), 336) = 336; pad bottom with 0 -> -1
+    assert mask[0].any(1).sum() == 336 and mask[0].any(0).sum() == 490
+    assert float(px[0, 0, -1, -1]) == PAD_PIXEL_VALUE
+    pm = patch_attention_mask(mask, 14)
+    assert pm.shape == (1, 35, 35) and int(pm[0].any(1).sum()) == 24  # ceil(336 / 14)
