@@ -55,18 +55,16 @@ def _randomise_(model: torch.nn.Module, seed: int) -> None:
                 p.copy_(0.2 * noise)
 
 
-@pytest.fixture(scope="module", params=sorted(VARIANTS))
-def models(request, tmp_path_factory):
+def _build(variant: str, path) -> tuple:
     """(HF eager model, our model, checkpoint dir) for one text variant."""
     torch.manual_seed(0)
     cfg = transformers.AriaConfig(
         vision_config=VISION,
-        text_config={**TEXT, **VARIANTS[request.param]},
+        text_config={**TEXT, **VARIANTS[variant]},
         projector_patch_to_query_dict={4: 2, 16: 4},
     )
     hf = transformers.AriaForConditionalGeneration(cfg)
     _randomise_(hf, seed=1)
-    path = tmp_path_factory.mktemp(f"hf_aria_{request.param}")
     hf.save_pretrained(path)
     hf = transformers.AriaForConditionalGeneration.from_pretrained(
         path, attn_implementation="eager", experts_implementation="eager"
@@ -75,6 +73,11 @@ def models(request, tmp_path_factory):
     assert not info["missing_keys"] and not info["unexpected_keys"], info
     assert not info["mismatched_keys"], info
     return hf, ours.eval(), path
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    return _build("mha", tmp_path_factory.mktemp("hf_aria_mha"))
 
 
 def _ids(rows: list[list[int]], n_q: list[int] | int) -> torch.Tensor:
@@ -116,6 +119,23 @@ def test_logits_match_hf_eager(models, case):
     torch.testing.assert_close(out.logits, ref, atol=1e-5, rtol=0)
     assert len(out.router_logits) == TEXT["num_hidden_layers"]
     assert out.router_logits[0].shape == (ids.numel(), TEXT["moe_num_experts"])
+
+
+def test_gqa_variant_logits_and_generation_match_hf(tmp_path):
+    hf, ours, _ = _build("gqa", tmp_path)
+    assert ours.config.text_config.num_key_value_heads == 2
+    with torch.no_grad():
+        for case, (ids, px, mask) in sorted(CASES.items()):
+            ref = hf(input_ids=ids, pixel_values=px, pixel_mask=mask).logits
+            out = ours(input_ids=ids, pixel_values=px, pixel_mask=mask).logits
+            torch.testing.assert_close(
+                out, ref, atol=1e-5, rtol=0, msg=lambda m, c=case: f"{c}: {m}"
+            )
+        ids, px, mask = CASES["two_images"]
+        kw = dict(max_new_tokens=5, do_sample=False, pad_token_id=0)
+        ref = hf.generate(input_ids=ids, pixel_values=px, pixel_mask=mask, **kw)
+        out = ours.generate(input_ids=ids, pixel_values=px, pixel_mask=mask, **kw)
+    assert torch.equal(out, ref)
 
 
 def test_images_and_experts_backend_matter(models):
