@@ -235,7 +235,10 @@ def test_bad_arguments_raise(seeded):
 @requires_cuda
 @pytest.mark.parametrize("impl", ["auto", "triton"])
 def test_gpu_bf16_grouped_vs_loop_and_generate(seeded, impl):
-    loop = _tiny(hidden_size=64, intermediate_size=64, moe_num_experts=8).cuda().bfloat16().eval()
+    # One layer: both backends then see the same router input, so routing cannot flip on bf16
+    # rounding differences and the comparison isolates the expert GEMMs.
+    loop = _tiny(hidden_size=64, intermediate_size=64, moe_num_experts=8, num_hidden_layers=1)
+    loop = loop.cuda().bfloat16().eval()
     grouped = copy.deepcopy(loop)
     loop.model.set_experts_backend("loop")
     grouped.model.set_experts_backend("grouped", impl)
