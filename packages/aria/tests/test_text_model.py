@@ -91,6 +91,20 @@ def test_hf_parity_logits(hf_dir, backend):
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
 
 
+def test_hf_parity_hidden_states_attentions_router_logits(hf_dir):
+    hf, ours = _load_hf(hf_dir), _load_ours(hf_dir)
+    ids = _ids(2, 7)
+    kw = dict(output_hidden_states=True, output_attentions=True)
+    with torch.no_grad():
+        ref = hf(ids, output_router_logits=True, **kw)
+        out = ours(ids, **kw)
+    for name in ("hidden_states", "attentions", "router_logits"):
+        a, b = getattr(ref, name), getattr(out, name)
+        assert len(a) == len(b), name
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            torch.testing.assert_close(y, x, atol=1e-5, rtol=1e-5, msg=f"{name}[{i}]")
+
+
 def test_hf_parity_padded_batch(hf_dir):
     hf, ours = _load_hf(hf_dir), _load_ours(hf_dir)
     ids = _ids(2, 9)
