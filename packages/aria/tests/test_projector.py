@@ -30,23 +30,23 @@ TEXT = dict(
 TABLE = {4: 2, 16: 4}
 
 
-def _randomise_(model: torch.nn.Module, seed: int = 0) -> None:
+def _randomise_(model: torch.nn.Module, seed: int = 0, std: float = 0.3) -> None:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=g) * 0.3
+            noise = torch.randn(p.shape, generator=g) * std
             is_norm = "norm" in name and name.endswith("weight")
             p.copy_(1.0 + noise if is_norm else noise)
 
 
-def _pair(vision=VISION, text=TEXT, table=TABLE):
+def _pair(vision=VISION, text=TEXT, table=TABLE, std=0.3):
     hf_cfg = transformers.AriaConfig(
         vision_config={"model_type": "idefics3_vision", **vision},
         text_config=text,
         projector_patch_to_query_dict=table,
     )
     hf = transformers.models.aria.modeling_aria.AriaProjector(hf_cfg).eval()
-    _randomise_(hf)
+    _randomise_(hf, std=std)
     ours = AriaProjector(
         AriaConfig(vision_config=vision, text_config=text, projector_patch_to_query_dict=table)
     ).eval()
@@ -140,7 +140,9 @@ def test_gradients_reach_queries_and_ignore_padding(seeded):
 def test_cuda_matches_hf_at_aria_like_sizes(dtype):
     vision = dict(VISION, hidden_size=256, num_attention_heads=8, image_size=980)
     text = dict(TEXT, hidden_size=320)
-    hf, ours = _pair(vision, text, table={1225: 128, 4900: 256})
+    # std ~ 1/sqrt(d) keeps the attention logits O(1): with O(1)-scale weights at d=256 the
+    # softmax is nearly one-hot and bf16 rounding flips its argmax between two equally good paths
+    hf, ours = _pair(vision, text, table={1225: 128, 4900: 256}, std=0.06)
     hf, ours = hf.to("cuda", dtype), ours.to("cuda", dtype)
     g = torch.Generator(device="cuda").manual_seed(0)
     x = torch.randn(2, 1225, 256, device="cuda", generator=g).to(dtype)

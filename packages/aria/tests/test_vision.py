@@ -31,22 +31,22 @@ VISION = dict(
 )
 
 
-def _randomise_(model: torch.nn.Module, seed: int = 0) -> None:
+def _randomise_(model: torch.nn.Module, seed: int = 0, std: float = 0.2) -> None:
     """O(1) random weights (HF's 0.02-std init makes every image look alike)."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=g) * 0.2
+            noise = torch.randn(p.shape, generator=g) * std
             is_norm = "norm" in name and name.endswith("weight")
             p.copy_(1.0 + noise if is_norm else noise)
 
 
-def _pair(dtype=torch.float32, device="cpu", **overrides):
+def _pair(dtype=torch.float32, device="cpu", std=0.2, **overrides):
     cfg = {**VISION, **overrides}
     hf_cfg = transformers.Idefics3VisionConfig(**cfg)
     hf_cfg._attn_implementation = "eager"
     hf = Idefics3VisionTransformer(hf_cfg).eval()
-    _randomise_(hf)
+    _randomise_(hf, std=std)
     ours = AriaVisionModel(AriaVisionConfig(**cfg, attn_impl="reference")).eval()
     missing, unexpected = ours.load_state_dict(hf.state_dict(), strict=True)
     assert not missing and not unexpected
@@ -199,7 +199,7 @@ def test_cuda_matches_hf(dtype):
     cfg = dict(
         VISION, hidden_size=128, intermediate_size=256, num_attention_heads=2, image_size=490
     )
-    hf, ours = _pair(dtype=dtype, device="cuda", **cfg)
+    hf, ours = _pair(dtype=dtype, device="cuda", std=0.1, **cfg)  # ~1/sqrt(d): O(1) logits
     ours.config.attn_impl = "auto"
     for layer in ours.encoder.layers:
         layer.self_attn.attn_impl = "auto"
