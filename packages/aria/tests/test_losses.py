@@ -21,6 +21,15 @@ from paperbricks.aria.losses import (
 from paperbricks.core_kernels.testing import assert_close
 
 
+@pytest.fixture(autouse=True)
+def _one_cpu_thread():
+    """Tiny CPU ops on a shared, oversubscribed machine run far faster on one thread."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def test_official_coefficients():
     assert ARIA_AUX_LOSS_COEF == 1e-3
     assert ARIA_Z_LOSS_COEF == 1e-5
