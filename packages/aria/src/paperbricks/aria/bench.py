@@ -23,7 +23,9 @@ Sizes:
 - **CPU**: d 128, I 64, E 16, top-4, T 256 (``quick``; 1024 otherwise), float32, grouped backend
   ``"auto"`` (torch's CPU grouped GEMM when its stride rules allow, else the reference loop). The
   Triton kernels would only run in the interpreter, whose timings mean nothing, so they are not
-  timed on the CPU.
+  timed on the CPU. The CPU run uses one intra-op thread (restored afterwards): on the shared
+  2-core machine, torch's default two threads made these small GEMMs 10-1000x slower and the
+  timings swing by orders of magnitude with the load (measured: a 0.7 ms forward took 265-925 ms).
 """
 
 from __future__ import annotations
@@ -93,6 +95,17 @@ def run(*, quick: bool = True, device: str = "auto") -> list[BenchResult]:
         ...     print(r.row())
     """
     dev = resolve_device(device)
+    if dev.type == "cuda":
+        return _run(quick, dev)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run(quick, dev)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(quick: bool, dev: torch.device) -> list[BenchResult]:
     cuda = dev.type == "cuda"
     shape = moe_shapes(quick, cuda)
     d, inter, e, k, t, dtype = (
