@@ -1,6 +1,15 @@
-"""paperbricks.aria: Aria: An Open Multimodal Native Mixture-of-Experts Model (arXiv:2410.05993)."""
+"""paperbricks.aria: Aria: An Open Multimodal Native Mixture-of-Experts Model (arXiv:2410.05993).
 
+The public surface is re-exported lazily (module-level ``__getattr__``): ``import paperbricks.aria``
+imports neither transformers nor triton and does not touch CUDA; each name loads its submodule on
+first access.
+"""
+
+from __future__ import annotations
+
+import importlib
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 try:
     __version__ = version("paperbricks-aria")
@@ -12,4 +21,72 @@ PAPER = {
     "arxiv": "2410.05993",
 }
 
-__all__ = ["PAPER", "__version__"]
+# public name -> submodule that defines it
+_EXPORTS: dict[str, str] = {
+    # models (configuration, ViT, projector, MoE decoder, VLM)
+    "AriaConfig": "models",
+    "AriaTextConfig": "models",
+    "AriaVisionConfig": "models",
+    "AriaForConditionalGeneration": "models",
+    "AriaTextForCausalLM": "models",
+    "AriaTextModel": "models",
+    "AriaMoELayer": "models",
+    "AriaProjector": "models",
+    "AriaVisionModel": "models",
+    "AriaCausalLMOutput": "models",
+    # router losses
+    "ARIA_AUX_LOSS_COEF": "losses",
+    "ARIA_FINETUNE_AUX_LOSS_COEF": "losses",
+    "ARIA_Z_LOSS_COEF": "losses",
+    "AuxLossAutoScaler": "losses",
+    "attach_aux_loss": "losses",
+    "router_aux_losses": "losses",
+    "router_load_balancing_loss": "losses",
+    "router_z_loss": "losses",
+    "set_aux_loss_scale": "losses",
+    # training
+    "StepLog": "train",
+    "TrainConfig": "train",
+    # processing
+    "expand_image_tokens": "processing",
+    "image_processor": "processing",
+    "pad_images": "processing",
+    # checkpoints and accounting
+    "convert_checkpoint": "convert",
+    "convert_config": "convert",
+    "convert_state_dict": "convert",
+    "from_per_expert": "convert",
+    "to_per_expert": "convert",
+    "ParameterCount": "params",
+    "aria_published_config": "params",
+    "count_parameters": "params",
+    # reproductions and their diagnostics
+    "expert_usage": "reproduce",
+    "fine_grained_moe": "reproduce",
+    "js_divergence": "reproduce",
+    "modality_specialisation": "reproduce",
+}
+
+# submodules, also loaded on first attribute access (``paperbricks.aria.train.train`` is the
+# training loop; it is not re-exported as ``train`` because that name is its module's)
+_SUBMODULES = frozenset(
+    ("bench", "cli", "convert", "losses", "models", "params", "processing", "reproduce",
+     "synthetic", "train")
+)  # fmt: skip
+
+__all__ = ["PAPER", "__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # cache: later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
