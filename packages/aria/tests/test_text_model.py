@@ -248,6 +248,8 @@ def test_bad_arguments_raise(seeded):
         model(ids, inputs_embeds=torch.zeros(2, 5, 32))
     with pytest.raises(ValueError, match="attention_mask"):
         model(ids, attention_mask=torch.ones(2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="position_ids"):
+        model(ids, position_ids=torch.arange(5))
     with pytest.raises(ValueError, match="inputs_embeds"):
         model(inputs_embeds=torch.zeros(2, 5, 31))
     with pytest.raises(ValueError, match="backend"):

@@ -470,7 +470,8 @@ class AriaTextModel(AriaTextPreTrainedModel):
                 f"{tuple(inputs_embeds.shape)}"
             )
         b, t, _ = inputs_embeds.shape
-        use_cache = self.config.use_cache if use_cache is None else use_cache
+        if use_cache is None:  # no cache while training unless asked for (it only costs memory)
+            use_cache = self.config.use_cache and not self.training
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
         past = cache.get_seq_length() if cache is not None else 0
@@ -487,6 +488,10 @@ class AriaTextModel(AriaTextPreTrainedModel):
                 )
         if position_ids is None:
             position_ids = (torch.arange(t, device=inputs_embeds.device) + past)[None]  # (1, T)
+        elif tuple(position_ids.shape) not in ((1, t), (b, t)):
+            raise ValueError(
+                f"position_ids: expected (B={b} or 1, T={t}), got {tuple(position_ids.shape)}"
+            )
         cos, sin = rope_angles(
             position_ids, self.config.head_dim, self.rope_theta, dtype=inputs_embeds.dtype
         )  # (B|1, T, D/2)
