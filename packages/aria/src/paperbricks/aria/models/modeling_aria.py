@@ -673,7 +673,15 @@ class AriaForConditionalGeneration(AriaPreTrainedModel, GenerationMixin):
             if cache is not None:
                 raise ValueError("cache/past_key_values: pass only one of them")
             cache = kwargs.pop("past_key_values")
-        for key in ("return_dict", "cache_position", "num_logits_to_keep"):
+        # HF plumbing we accept and ignore: outputs are always a dataclass with router logits;
+        # the loss is a mean over the labelled tokens of this batch (Trainer's count is unused).
+        for key in (
+            "return_dict",
+            "cache_position",
+            "num_logits_to_keep",
+            "output_router_logits",
+            "num_items_in_batch",
+        ):
             kwargs.pop(key, None)
         if kwargs:
             raise TypeError(f"forward: unexpected keyword arguments {sorted(kwargs)}")
