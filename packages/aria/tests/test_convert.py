@@ -45,9 +45,7 @@ def _tiny_hf_config():
         moe_num_shared_experts=2,
         max_position_embeddings=64,
     )
-    return AriaConfig(
-        vision_config=vc, text_config=tc, projector_patch_to_query_dict={4: 2, 16: 4}
-    )
+    return AriaConfig(vision_config=vc, text_config=tc, projector_patch_to_query_dict={4: 2, 16: 4})
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +74,14 @@ def test_state_dict_round_trip_is_bit_exact(hf_dir, mid):
     _equal(sd, back)
     # and every pair through `mid`, e.g. official -> per_expert -> official
     off = convert_state_dict(sd, src_layout="hf", dst_layout="official")
-    _equal(off, convert_state_dict(convert_state_dict(off, src_layout="official", dst_layout=mid), src_layout=mid, dst_layout="official"))
+    _equal(
+        off,
+        convert_state_dict(
+            convert_state_dict(off, src_layout="official", dst_layout=mid),
+            src_layout=mid,
+            dst_layout="official",
+        ),
+    )
 
 
 def test_hf5_layout_is_hf_module_names(hf_dir):
@@ -164,7 +169,14 @@ def test_text_only_checkpoint(tmp_path):
     hf5 = convert_state_dict(sd, src_layout="hf", dst_layout="hf5")
     _equal(hf5, m.state_dict())
     for lay in LAYOUTS:
-        _equal(sd, convert_state_dict(convert_state_dict(sd, src_layout="hf", dst_layout=lay), src_layout=lay, dst_layout="hf"))
+        _equal(
+            sd,
+            convert_state_dict(
+                convert_state_dict(sd, src_layout="hf", dst_layout=lay),
+                src_layout=lay,
+                dst_layout="hf",
+            ),
+        )
 
 
 def test_config_round_trips():
