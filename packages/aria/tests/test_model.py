@@ -193,6 +193,22 @@ def test_loss_matches_hf_and_explicit_aux(models):
     torch.testing.assert_close(exp.loss, ref + exp.aux_loss + exp.z_loss, atol=1e-5, rtol=0)
 
 
+def test_training_backward_reaches_the_vision_tower(models, tmp_path):
+    _, ours, _ = models
+    ours.save_pretrained(tmp_path)  # a private copy: training mode and grads stay out of `models`
+    model = AriaForConditionalGeneration.from_pretrained(tmp_path).train()
+    ids, px, mask = CASES["batch_of_2_padded"]
+    labels = ids.masked_fill(ids == IMG, -100)
+    out = model(input_ids=ids, pixel_values=px, pixel_mask=mask, labels=labels)
+    assert out.aux_loss is not None and out.z_loss is not None
+    out.loss.backward()  # autoscaler mode: the aux terms reach the gradients only
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert all(g is None or torch.isfinite(g).all() for g in grads.values())
+    assert grads["model.vision_tower.embeddings.patch_embedding.weight"].abs().sum() > 0
+    assert grads["model.multi_modal_projector.query"][:4].abs().sum() > 0
+    assert grads["model.language_model.layers.0.mlp.router.weight"].abs().sum() > 0
+
+
 def test_fully_padded_patch_pixels_leave_logits_bit_unchanged(models):
     _, ours, _ = models
     ids, px, mask = CASES["batch_of_2_padded"]
