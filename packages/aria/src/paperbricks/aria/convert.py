@@ -201,7 +201,11 @@ def from_per_expert(
         A new dict in the ``hf`` layout.
 
     Examples:
-        >>> sd = {"x.experts.0.gate_proj.weight": torch.ones(3, 4)}  # doctest: +SKIP
+        >>> w = torch.randn(2, 4, 6); w2 = torch.randn(2, 3, 4)
+        >>> sd = {"mlp.experts.gate_up_proj": w, "mlp.experts.down_proj": w2}
+        >>> back = from_per_expert(to_per_expert(sd))
+        >>> torch.equal(back["mlp.experts.gate_up_proj"], w)
+        True
     """
     n_exp, inter = _expected_expert_dims(config)
     groups: dict[str, dict[int, dict[str, torch.Tensor]]] = {}
@@ -389,7 +393,7 @@ def convert_state_dict(
 
     Examples:
         >>> sd = {"model.layers.0.mlp.experts.fc1.weight": torch.zeros(2, 4, 6)}
-        >>> list(convert_state_dict(sd, src_layout="official", dst_layout="hf"))
+        >>> list(convert_state_dict(sd, src_layout="official", dst_layout="hf5"))
         ['model.layers.0.mlp.experts.gate_up_proj']
     """
     src = _layout(src_layout, "src_layout")
