@@ -34,6 +34,9 @@ _EXPORTS: dict[str, str] = {
     "AriaProjector": "models",
     "AriaVisionModel": "models",
     "AriaCausalLMOutput": "models",
+    "AriaPreTrainedModel": "models",
+    "AriaTextModelOutput": "models",
+    "AriaVisionOutput": "models",
     # router losses
     "ARIA_AUX_LOSS_COEF": "losses",
     "ARIA_FINETUNE_AUX_LOSS_COEF": "losses",
