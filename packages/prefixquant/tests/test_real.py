@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from paperbricks.core_kernels.quant import QuantSpec, fake_quant, pack_int4, quantize, unpack_int4
 from paperbricks.core_kernels.testing import assert_bitwise_equal, assert_close, requires_cuda
 from paperbricks.prefixquant import real
+from paperbricks.prefixquant.quantizers import ActQuantizer, init_scale_from_max
 from paperbricks.prefixquant.real import (
     PAYLOAD_ATTR,
     RealQuantRMSNorm,
@@ -110,17 +111,21 @@ def test_static_and_dynamic_quant_formulas():
     assert int(q4.min()) == -8 and int(q4.max()) == 7  # saturates at the 4-bit ends
     q, sd = dynamic_per_token_quant(x, 8)
     assert sd.shape == (6, 1)
-    assert_bitwise_equal(sd, x.abs().amax(-1, keepdim=True) * (2 / 255), "per-token scale")
+    assert_bitwise_equal(sd, init_scale_from_max(x.abs().amax(-1, keepdim=True), 8), "scale")
     assert int(q.abs().max()) == 127  # the row max maps to 127.5 -> 128 (even) -> clamped 127
     assert_close("dynamic dequant", x, q.float() * sd, ratio=0.01)
 
 
 def test_dynamic_linear_equals_per_token_fake_quant():
     w, x, ws, _ = _setup(16, 48, 8, 8)
+    fq = ActQuantizer(8, mode="dynamic", granularity="per_token", clip_init=0.9)
     lin = W8A8Linear.from_float(w, ws, a_mode="dynamic", impl="reference")
-    q, sd = dynamic_per_token_quant(x, 8)
+    lin.act_clip.fill_(0.9)
+    q, sd = dynamic_per_token_quant(x, 8, lin.act_clip)
+    with torch.no_grad():
+        assert_bitwise_equal(q.float() * sd, fq(x), "dynamic codes · s vs ActQuantizer(dynamic)")
     wq = fake_quant(w, QuantSpec(bits=8, granularity="channel"), ws)
-    ref = (q.double() * sd.double()) @ wq.double().t()
+    ref = fq(x).detach().double() @ wq.double().t()
     assert_close("dynamic W8A8", ref, lin(x).double(), ratio=1e-6)
 
 
@@ -276,3 +281,89 @@ def test_cuda_fused_norm_payload():
     a, b = getattr(norm(x), PAYLOAD_ATTR).codes, getattr(ref(x), PAYLOAD_ATTR).codes
     diff = (a.float() - b.float()).abs()
     assert float(diff.max()) <= 1 and int((diff > 0).sum()) <= 8
+
+
+def _fake_quant_tiny_llama(w_bits: int, a_bits: int, rotate: bool = False):
+    """A tiny random Llama with P2's fake-quant modules inserted by hand and calibrated."""
+    from transformers import LlamaForCausalLM
+
+    from paperbricks.core_kernels.testing.factories import tiny_llama_config
+    from paperbricks.prefixquant.modules import QuantLinear, QuantRMSNorm
+    from paperbricks.prefixquant.sites import resolve_sites
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_llama_config(hidden_size=64, intermediate_size=128)).eval()
+    if rotate:
+        from paperbricks.prefixquant.rotation import rotate_model_
+
+        rotate_model_(model, seed=0)
+    quantizers = []
+
+    def aq():
+        q = ActQuantizer(a_bits, stat="max")
+        q.calibrating = True
+        quantizers.append(q)
+        return q
+
+    for ls in resolve_sites(model).layers:
+        ls.layer.input_layernorm = QuantRMSNorm.from_norm(ls.input_norm, aq())
+        ls.layer.post_attention_layernorm = QuantRMSNorm.from_norm(ls.post_attention_norm, aq())
+        for parent, names in (
+            (ls.attn, ("q_proj", "k_proj", "v_proj")),
+            (ls.mlp, ("gate_proj", "up_proj")),
+        ):
+            for n in names:
+                setattr(parent, n, QuantLinear.from_linear(getattr(parent, n), w_bits=w_bits))
+        ls.attn.o_proj = QuantLinear.from_linear(
+            ls.attn.o_proj, w_bits=w_bits, input_quantizer=aq()
+        )
+        ls.mlp.down_proj = QuantLinear.from_linear(
+            ls.mlp.down_proj, w_bits=w_bits, input_quantizer=aq()
+        )
+    ids = torch.randint(3, 60, (2, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        model(ids)
+    for q in quantizers:
+        q.calibrating = False
+        q.init_scale(0.9)
+    return model, ids
+
+
+@pytest.mark.parametrize(
+    ("w_bits", "a_bits", "rotate"), [(8, 8, False), (4, 8, False), (4, 4, True)]
+)
+def test_to_real_tiny_llama_logits(w_bits, a_bits, rotate):
+    import copy
+
+    model, ids = _fake_quant_tiny_llama(w_bits, a_bits, rotate)
+    real_model = copy.deepcopy(model)
+    counts = real.to_real_(real_model, impl="reference")
+    assert counts == {"linear": 14, "norm": 4}
+    layer = real_model.model.layers[0]
+    expected = {8: W8A8Linear, 4: W4A4Linear if a_bits == 4 else W4A8Linear}[w_bits]
+    assert type(layer.self_attn.q_proj) is expected and type(layer.mlp.down_proj) is expected
+    assert isinstance(layer.input_layernorm, RealQuantRMSNorm)
+    if w_bits == 4:
+        assert layer.mlp.up_proj.weight_packed.dtype == torch.uint8
+    if rotate:  # R4 is taken over by the real down_proj
+        from paperbricks.prefixquant.rotation import OnlineHadamard
+
+        assert isinstance(layer.mlp.down_proj.online_hadamard, OnlineHadamard)
+    # the real layers hold exactly the fake quantizer's integer codes
+    fq = model.model.layers[0].mlp.up_proj
+    assert_bitwise_equal(
+        layer.mlp.up_proj.int_weight(), fq.weight_quantizer.codes(fq.weight), "codes"
+    )
+    with torch.no_grad():
+        ref = model(ids).logits
+        out = real_model(ids).logits
+    assert_close("real vs fake-quant logits", ref, out, ratio=1e-4)
+
+
+def test_to_real_rejects_unquantized_model():
+    from transformers import LlamaForCausalLM
+
+    from paperbricks.core_kernels.testing.factories import tiny_llama_config
+
+    with pytest.raises(ValueError, match="quantize_"):
+        real.to_real_(LlamaForCausalLM(tiny_llama_config()))

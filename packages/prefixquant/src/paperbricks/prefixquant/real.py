@@ -138,16 +138,18 @@ def static_per_tensor_quant(x: torch.Tensor, scale: torch.Tensor, bits: int = 8)
 
 
 def dynamic_per_token_quant(
-    x: torch.Tensor, bits: int = 8, eps: float = 1e-8
+    x: torch.Tensor, bits: int = 8, clip: torch.Tensor | float = 1.0, eps: float = 1e-8
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Dynamic per-token symmetric quantization (the QuaRot-style baseline of the paper).
 
-    ``s_t = max(2·max_c |x_tc| / (2^b − 1), eps)`` (the spec's symmetric ``2·max/(2^b − 1)``),
-    then codes as in :func:`static_per_tensor_quant` with one scale per row.
+    ``s_t = max(2·clip·max_c |x_tc| / (2^b − 1), eps)`` (the spec's symmetric ``2·max/(2^b − 1)``
+    with the dynamic mode's clip bound, in the order of ``quantizers.init_scale_from_max``), then
+    codes as in :func:`static_per_tensor_quant` with one scale per row.
 
     Args:
         x: float ``(..., K)`` activations.
         bits: 4 or 8. Default 8.
+        clip: clip bound in (0, 1] (a float or a 0-dim tensor). Default 1.0.
         eps: scale floor for all-zero rows. Default 1e-8.
 
     Returns:
@@ -161,12 +163,10 @@ def dynamic_per_token_quant(
     _check_float(x, "x")
     bits = _check_bits(bits, "bits")
     qmin, qmax = _qrange(bits)
-    cd = torch.float64 if x.dtype == torch.float64 else torch.float32
-    xf = x.to(cd)
-    amax = xf.abs().amax(dim=-1, keepdim=True)  # (..., 1)
-    s = (amax * (2.0 / (2**bits - 1))).clamp_min(eps)
-    q = torch.round(xf * (1.0 / s)).clamp(qmin, qmax).to(torch.int8)
-    return q, s.to(torch.float32)
+    amax = x.detach().float().abs().amax(dim=-1, keepdim=True)  # (..., 1)
+    s = (2.0 * clip * amax / (2**bits - 1)).clamp_min(eps)  # (..., 1) float32
+    q = torch.round(x.float() * (1.0 / s)).clamp(qmin, qmax).to(torch.int8)
+    return q, s
 
 
 class RealQuantLinear(nn.Module):
@@ -219,6 +219,7 @@ class RealQuantLinear(nn.Module):
         self.impl = impl
         self.register_buffer("weight_scale", torch.ones(out_features, 1))
         self.register_buffer("act_scale", torch.ones(()))
+        self.register_buffer("act_clip", torch.ones(()))  # dynamic mode's clip bound
         if bias:
             self.register_buffer("bias", torch.zeros(out_features))
         else:
@@ -305,7 +306,7 @@ class RealQuantLinear(nn.Module):
         if self.a_bits is None:
             raise ValueError("quantize_input: this layer is weight-only (a_bits=None)")
         if self.a_mode == "dynamic":
-            return dynamic_per_token_quant(x, self.a_bits)
+            return dynamic_per_token_quant(x, self.a_bits, self.act_clip)
         payload = getattr(x, PAYLOAD_ATTR, None)
         if (
             isinstance(payload, QuantPayload)
@@ -479,7 +480,7 @@ def _quantizer_active(q: nn.Module | None) -> bool:
 
 
 def _act_quant_fields(q: nn.Module, where: str) -> tuple[int, str, torch.Tensor]:
-    """(bits, mode, per-tensor scale) of an activation quantizer, checked for the real path."""
+    """(bits, mode, per-tensor scale or dynamic clip) of an activation quantizer, checked."""
     bits = int(getattr(q, "bits", 0))
     if bits not in (4, 8):
         raise ValueError(f"{where}: real execution supports 4- or 8-bit activations, got {bits}")
@@ -487,7 +488,9 @@ def _act_quant_fields(q: nn.Module, where: str) -> tuple[int, str, torch.Tensor]
         raise ValueError(f"{where}: real execution needs symmetric activation quantizers")
     mode = str(getattr(q, "mode", "static"))
     if mode == "dynamic":
-        return bits, mode, torch.ones(())
+        clip = getattr(q, "clip", None)
+        clip = torch.ones(()) if clip is None else clip.detach().float().reshape(())
+        return bits, mode, clip
     gran = getattr(q, "granularity", "per_tensor")
     s = _quantizer_scale(q).to(torch.float32)
     if gran != "per_tensor" or s.numel() != 1:
@@ -519,7 +522,8 @@ def _weight_codes(layer: nn.Module, where: str) -> tuple[int, torch.Tensor, torc
     with torch.no_grad():
         wq_out = wq(layer.weight).to(torch.float32)  # (out, in) fake-quantized
     qmin, qmax = _qrange(bits)
-    codes = torch.round(wq_out / s)
+    own = getattr(wq, "codes", None)
+    codes = own(layer.weight).to(torch.float32) if callable(own) else torch.round(wq_out / s)
     if bool(((codes < qmin) | (codes > qmax)).any()) or not torch.allclose(
         codes * s, wq_out, rtol=1e-5, atol=0.0
     ):
@@ -540,17 +544,20 @@ def _real_linear(
     else:
         cls = {4: W4A4Linear, 8: W4A8Linear}.get(a_bits, W4Linear)  # type: ignore[arg-type]
     bias = getattr(layer, "bias", None)
+    dev = layer.weight.device
     real = cls.from_float(
         layer.weight.detach(),
-        ws.to(layer.weight.device),
+        ws.to(dev),
         None if bias is None else bias.detach(),
-        act_scale=None if a_scale is None else a_scale.to(layer.weight.device),
+        act_scale=None if a_scale is None or a_mode == "dynamic" else a_scale.to(dev),
         a_bits=a_bits,
         a_mode=a_mode,
         online_hadamard=getattr(layer, "online_hadamard", None),
         impl=impl,
-        codes=codes.to(layer.weight.device),
+        codes=codes.to(dev),
     )
+    if a_mode == "dynamic" and a_scale is not None:
+        real.act_clip.copy_(a_scale.to(dev))
     return real
 
 
@@ -560,11 +567,15 @@ def _real_norm(norm: nn.Module, impl: str, where: str) -> RealQuantRMSNorm:
     if act is not None and act[1] != "static":
         raise ValueError(f"{where}: the fused norm + quant needs a static output quantizer")
     eps = getattr(norm, "eps", getattr(norm, "variance_epsilon", 1e-6))
+    w = getattr(norm, "weight", None)
+    hidden = int(getattr(norm, "hidden_size", 0) or (0 if w is None else w.shape[0]))
+    dev = oq.scale.device if w is None else w.device
     real = RealQuantRMSNorm(
-        norm.weight.shape[0], float(eps), a_bits=None if act is None else act[0], impl=impl
-    ).to(norm.weight.device)
+        hidden, float(eps), a_bits=None if act is None else act[0], impl=impl
+    ).to(dev)
     with torch.no_grad():
-        real.weight.copy_(norm.weight.detach())
+        if w is not None:  # a weightless norm (after rotation's fusion) keeps γ = 1
+            real.weight.copy_(w.detach())
         if act is not None:
             real.act_scale.copy_(act[2])
     return real
@@ -646,7 +657,7 @@ def to_real_(model: nn.Module, *, impl: str = "auto") -> dict[str, int]:
             for name in lin_names:
                 lin = getattr(parent, name)
                 lw = f"layers.{ls.index}.{parent_name}.{name}"
-                if not hasattr(lin, "weight_quantizer"):
+                if getattr(lin, "weight_quantizer", None) is None:
                     continue
                 iq = getattr(lin, "input_quantizer", None)
                 act = _act_quant_fields(iq, lw) if _quantizer_active(iq) else norm_act
@@ -654,7 +665,7 @@ def to_real_(model: nn.Module, *, impl: str = "auto") -> dict[str, int]:
                 counts["linear"] += 1
         for parent, name in ((ls.attn, "o_proj"), (ls.mlp, "down_proj")):
             lin = getattr(parent, name)
-            if not hasattr(lin, "weight_quantizer"):
+            if getattr(lin, "weight_quantizer", None) is None:
                 continue
             lw = f"layers.{ls.index}.{name}"
             iq = getattr(lin, "input_quantizer", None)
