@@ -438,7 +438,7 @@ def select_prefix(
         "seqlen": t,
         "mean_count_per_layer": mean_counts,
         "max_ratio_per_layer": max_ratios,
-        "id_counts": {int(k): int(v) for k, v in ranked},
+        "id_counts": [[int(k), int(v)] for k, v in ranked],  # (id, count), most frequent first
         "site": "down_proj module input (before any online R4 Hadamard)",
     }
     logger.info("prefix %s (%r); o=%d, mean counts per layer %s", ids, text, o, mean_counts)
