@@ -581,7 +581,25 @@ def _real_norm(norm: nn.Module, impl: str, where: str) -> RealQuantRMSNorm:
     return real
 
 
+_HOOK_DICTS = (
+    "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs",
+    "_forward_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+)
+
+
+def _move_hooks(old: nn.Module, new: nn.Module) -> None:
+    """Carry forward (pre-)hooks over (e.g. the V-cache quantizer hook on v_proj's output)."""
+    for attr in _HOOK_DICTS:
+        src = getattr(old, attr, None)
+        if src:
+            getattr(new, attr).update(src)
+
+
 def _replace_child(parent: nn.Module, old: nn.Module, new: nn.Module) -> None:
+    _move_hooks(old, new)
     for name, child in parent.named_children():
         if child is old:
             setattr(parent, name, new)
@@ -661,7 +679,7 @@ def to_real_(model: nn.Module, *, impl: str = "auto") -> dict[str, int]:
                     continue
                 iq = getattr(lin, "input_quantizer", None)
                 act = _act_quant_fields(iq, lw) if _quantizer_active(iq) else norm_act
-                setattr(parent, name, _real_linear(lin, act, impl, lw))
+                _replace_child(parent, lin, _real_linear(lin, act, impl, lw))
                 counts["linear"] += 1
         for parent, name in ((ls.attn, "o_proj"), (ls.mlp, "down_proj")):
             lin = getattr(parent, name)
@@ -670,7 +688,7 @@ def to_real_(model: nn.Module, *, impl: str = "auto") -> dict[str, int]:
             lw = f"layers.{ls.index}.{name}"
             iq = getattr(lin, "input_quantizer", None)
             act = _act_quant_fields(iq, lw) if _quantizer_active(iq) else None
-            setattr(parent, name, _real_linear(lin, act, impl, lw))
+            _replace_child(parent, lin, _real_linear(lin, act, impl, lw))
             counts["linear"] += 1
     if counts["linear"] == 0:
         raise ValueError(
