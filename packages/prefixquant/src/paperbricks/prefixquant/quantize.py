@@ -22,7 +22,6 @@ Not quantized: Q, the attention matmuls, lm_head, the final norm, the embeddings
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 from dataclasses import dataclass, field
@@ -203,22 +202,19 @@ def prepare_calibration_ids(
 
 
 def _select_prefix(
-    model: nn.Module,
-    tokenizer: Any,
-    texts: list[str] | None,
-    config: PrefixQuantConfig,
-    ids: torch.Tensor,
+    model: nn.Module, tokenizer: Any, config: PrefixQuantConfig, ids: torch.Tensor, progress: bool
 ) -> Any:
     from .prefix import select_prefix
 
-    sig = inspect.signature(select_prefix).parameters
-    kwargs: dict[str, Any] = {"eta": config.eta}
-    if "count_mode" in sig:
-        kwargs["count_mode"] = config.count_mode
-    calib = texts
-    if not calib:
-        calib = [tokenizer.decode(row.tolist()) for row in ids]
-    return select_prefix(model, tokenizer, calib, **kwargs)
+    return select_prefix(
+        model,
+        tokenizer,
+        eta=config.eta,
+        calibration_ids=ids,
+        count_mode=config.count_mode,
+        seed=config.seed,
+        progress=progress,
+    )
 
 
 def quantize_(
@@ -311,7 +307,7 @@ def quantize_(
             raise ValueError(f"prefix: expected None, 'none' or a PrefixSpec, got {prefix!r}")
     elif prefix is None:
         if tokenizer is not None:
-            spec = _select_prefix(model, tokenizer, calibration_texts, config, ids)
+            spec = _select_prefix(model, tokenizer, config, ids, progress)
         else:
             logger.warning(
                 "quantize_: no tokenizer and no prefix given; quantizing without a prefix"

@@ -80,7 +80,8 @@ def ste_fake_quant(x: torch.Tensor, spec: QuantSpec, scale: torch.Tensor) -> tor
     xq = fake_quant(x, spec, s_d)
     if not (torch.is_grad_enabled() and scale.requires_grad):
         return xq
-    v = x.detach().float() * (1.0 / s_d.float())  # same order as fake_quant: x · (1/s)
+    cd = torch.float64 if x.dtype == torch.float64 else torch.float32
+    v = x.detach().to(cd) * (1.0 / s_d.to(cd))  # same order as fake_quant: x · (1/s)
     r = torch.round(v)
     inside = (r >= spec.qmin) & (r <= spec.qmax)
     q = r.clamp(spec.qmin, spec.qmax)
