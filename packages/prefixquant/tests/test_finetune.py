@@ -85,3 +85,22 @@ def test_finetune_needs_epochs() -> None:
     model, ids, cfg = _setup(3)
     with pytest.raises(ValueError, match="epochs"):
         finetune_(model, ids, cfg, progress=False)
+
+
+def test_finetune_through_the_prefix_cache() -> None:
+    from transformers import LlamaForCausalLM
+
+    from paperbricks.core_kernels.testing import tiny_llama_config
+    from paperbricks.prefixquant.prefix import PrefixedCausalLM, PrefixSpec
+
+    torch.manual_seed(4)
+    model = LlamaForCausalLM(tiny_llama_config()).eval()
+    ids = torch.randint(3, 60, (4, 12), generator=torch.Generator().manual_seed(4))
+    prefixed = PrefixedCausalLM(model, PrefixSpec(ids=[1]), cache_dtype=torch.float32)
+    cfg = PrefixQuantConfig.from_preset("W4A4KV4", rotate=False, mse_init=False, epochs=3)
+    insert_quantizers_(model, cfg)
+    calibrate_(model, ids, prefix=prefixed, progress=False)
+    report = finetune_(model, ids, cfg, prefix=prefixed, progress=False)
+    assert len(report) == 2 and all(r["after"] < r["before"] for r in report)
+    with torch.no_grad():
+        assert prefixed(input_ids=ids).logits.shape == (4, 12, 66)

@@ -62,7 +62,11 @@ def quantize_weights_inplace_(layer: nn.Module) -> int:
     """Replace every QuantLinear weight of ``layer`` by its fake-quantized value; returns the count."""
     n = 0
     for m in layer.modules():
-        if isinstance(m, QuantLinear) and m.weight_quantizer is not None and m.weight_quantizer.enabled:
+        if (
+            isinstance(m, QuantLinear)
+            and m.weight_quantizer is not None
+            and m.weight_quantizer.enabled
+        ):
             m.weight.copy_(m.weight_quantizer(m.weight).to(m.weight.dtype))
             n += 1
     return n
@@ -158,9 +162,13 @@ def finetune_(
         before = _eval_mse(layer, q_in32, kwargs, fp_out32)
         all_p = [p for g in groups for p in g["params"]]
         with quantizers_enabled(layer, True):
-            for _ in tqdm(range(config.epochs), desc=f"block {ls.index}", disable=not progress, leave=False):
+            for _ in tqdm(
+                range(config.epochs), desc=f"block {ls.index}", disable=not progress, leave=False
+            ):
                 for b in torch.randperm(nb, generator=gen).tolist():
-                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                    with torch.autocast(
+                        "cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"
+                    ):
                         out = run_block(layer, q_in32[b], kwargs[b])
                     loss = block_loss(out, fp_out32[b], config.loss)
                     if not torch.isfinite(loss):
