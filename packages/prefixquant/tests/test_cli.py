@@ -180,3 +180,15 @@ def test_synthetic_texts_are_seeded_and_in_vocabulary():
     tok = tiny_tokenizer()
     ids = token_stream(a, tok).tolist()
     assert tok.unk_token_id not in ids
+
+
+def test_public_surface_resolves_lazily():
+    import paperbricks.prefixquant as pkg
+
+    assert len(pkg.__all__) == len(set(pkg.__all__))
+    for name in pkg.__all__:
+        assert getattr(pkg, name) is not None, name
+    assert pkg.to_real_.__module__ == "paperbricks.prefixquant.real"
+    assert pkg.calibration_windows is calibration_windows  # data.py's text-level helper
+    with pytest.raises(AttributeError, match="no_such_name"):
+        _ = pkg.no_such_name
