@@ -367,3 +367,42 @@ def test_to_real_rejects_unquantized_model():
 
     with pytest.raises(ValueError, match="quantize_"):
         real.to_real_(LlamaForCausalLM(tiny_llama_config()))
+
+
+def test_dynamic_norm_equals_quant_rmsnorm_and_feeds_linears(monkeypatch):
+    from paperbricks.prefixquant.modules import QuantRMSNorm
+
+    g = torch.Generator().manual_seed(4)
+    fake = QuantRMSNorm(32, 1e-6)
+    with torch.no_grad():
+        fake.weight.copy_(torch.rand(32, generator=g) + 0.5)
+    fake.output_quantizer = ActQuantizer(8, mode="dynamic", granularity="per_token", clip_init=0.9)
+    norm = real._real_norm(fake, "reference", "norm")
+    assert norm.a_mode == "dynamic" and float(norm.act_clip) == pytest.approx(0.9)
+    x = torch.randn(2, 5, 32, generator=g) * 3
+    with torch.no_grad():
+        ref = fake(x)
+    out = norm(x)
+    assert_bitwise_equal(out, ref, "real dynamic norm vs QuantRMSNorm + dynamic ActQuantizer")
+    payload = getattr(out, PAYLOAD_ATTR)
+    assert payload.mode == "dynamic" and payload.scale.shape == (2, 5, 1)
+    lin = W8A8Linear.from_float(
+        torch.randn(8, 32, generator=g),
+        torch.full((8, 1), 0.01),
+        a_mode="dynamic",
+        impl="reference",
+    )
+    lin.act_clip.fill_(0.9)
+    calls = []
+    orig = real.dynamic_per_token_quant
+    monkeypatch.setattr(
+        real, "dynamic_per_token_quant", lambda *a, **k: calls.append(1) or orig(*a, **k)
+    )
+    y = lin(out)  # reuses the norm's codes: requantizing q·s per token would change them
+    assert calls == []
+    assert_close(
+        "dynamic linear on payload",
+        ref.double() @ lin.dequantized_weight().double().t(),
+        y.double(),
+        ratio=1e-6,
+    )

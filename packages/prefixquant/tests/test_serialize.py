@@ -11,7 +11,7 @@ from paperbricks.core_kernels.testing import assert_close
 from paperbricks.prefixquant.serialize import MANIFEST, WEIGHTS, load_quantized, save_quantized
 
 
-def _quantized_prefixed(preset: str = "W4A8KV4", real: bool = False):
+def _quantized_prefixed(preset: str = "W4A8KV4", real: bool = False, **overrides):
     from transformers import LlamaForCausalLM
 
     from paperbricks.core_kernels.testing.factories import tiny_llama_config
@@ -22,7 +22,7 @@ def _quantized_prefixed(preset: str = "W4A8KV4", real: bool = False):
     torch.manual_seed(0)
     model = LlamaForCausalLM(tiny_llama_config()).eval()
     ids = torch.randint(3, 60, (4, 16), generator=torch.Generator().manual_seed(0))
-    cfg = PrefixQuantConfig.from_preset(preset, mse_init=False)
+    cfg = PrefixQuantConfig.from_preset(preset, mse_init=False, **overrides)
     info = quantize_(model, cfg, calibration_ids=ids, prefix=PrefixSpec([5, 1]), progress=False)
     pm = info.prefixed
     if real:
@@ -47,12 +47,18 @@ def w4a8():
     return _quantized_prefixed()
 
 
-@pytest.mark.parametrize(("preset", "real"), [("W4A8KV4", False), ("W4A4KV4", True)])
-def test_round_trip_bit_identical(tmp_path, w4a8, preset, real):
+@pytest.mark.parametrize(
+    ("preset", "real", "mode"),
+    [("W4A8KV4", False, "static"), ("W4A4KV4", True, "static"), ("W8A8KV8", True, "dynamic")],
+)
+def test_round_trip_bit_identical(tmp_path, w4a8, preset, real, mode):
     from paperbricks.prefixquant.prefix import PrefixedCausalLM
     from paperbricks.prefixquant.rotation import OnlineHadamard
 
-    pm, x = w4a8 if preset == "W4A8KV4" else _quantized_prefixed(preset, real)
+    if preset == "W4A8KV4":
+        pm, x = w4a8
+    else:
+        pm, x = _quantized_prefixed(preset, real, a_mode=mode)
     with torch.no_grad():
         ref = pm(x).logits
     save_quantized(pm, tmp_path / "q")

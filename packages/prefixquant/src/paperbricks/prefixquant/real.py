@@ -80,13 +80,16 @@ class QuantPayload:
 
     Attributes:
         codes: ``int8`` codes of the output's shape.
-        scale: the 0-dim float32 static scale they were quantized with (the norm's buffer).
+        scale: the scale they were quantized with: the norm's 0-dim static buffer, or the
+            per-token ``(..., 1)`` float32 scales of the dynamic mode.
         bits: activation bit width (the codes lie in ``[-2^(bits-1), 2^(bits-1) - 1]``).
+        mode: ``"static"`` or ``"dynamic"``.
     """
 
     codes: torch.Tensor
     scale: torch.Tensor
     bits: int
+    mode: str = "static"
 
 
 def _qrange(bits: int) -> tuple[int, int]:
@@ -305,17 +308,20 @@ class RealQuantLinear(nn.Module):
         """Activation codes and scale for ``x``: the attached payload if usable, else quantize."""
         if self.a_bits is None:
             raise ValueError("quantize_input: this layer is weight-only (a_bits=None)")
-        if self.a_mode == "dynamic":
-            return dynamic_per_token_quant(x, self.a_bits, self.act_clip)
         payload = getattr(x, PAYLOAD_ATTR, None)
-        if (
+        usable = (
             isinstance(payload, QuantPayload)
+            and payload.mode == self.a_mode
             and payload.bits == self.a_bits
             and payload.codes.shape == x.shape
-            and (
-                payload.scale is self.act_scale
-                or bool(torch.equal(payload.scale.reshape(()), self.act_scale))
-            )
+        )
+        if self.a_mode == "dynamic":
+            if usable and tuple(payload.scale.shape) == (*x.shape[:-1], 1):
+                return payload.codes, payload.scale
+            return dynamic_per_token_quant(x, self.a_bits, self.act_clip)
+        if usable and (
+            payload.scale is self.act_scale
+            or bool(torch.equal(payload.scale.reshape(()), self.act_scale))
         ):
             return payload.codes, self.act_scale
         return static_per_tensor_quant(x, self.act_scale, self.a_bits), self.act_scale
@@ -417,15 +423,27 @@ class RealQuantRMSNorm(nn.Module):
     directly). Returns ``q · s`` in ``x``'s dtype with ``QuantPayload(q, s, bits)`` attached as
     ``_pq_int8`` for the following real linears (see the module docstring).
 
+    ``a_mode="dynamic"`` (the per-token baseline) is not fused: HF's RMSNorm
+    (``γ · (x · rsqrt(mean(x²) + eps)).to(dtype)``, exactly as ``QuantRMSNorm``) then
+    :func:`dynamic_per_token_quant` with the ``act_clip`` bound; its codes and per-token scales
+    are attached the same way.
+
     Args:
         hidden_size: ``D``.
         eps: RMSNorm epsilon. Default 1e-6.
         a_bits: 4 or 8, or None for a plain RMSNorm (no output quantizer). Default 8.
+        a_mode: ``"static"`` (default) or ``"dynamic"``.
         impl: ``"auto"`` | ``"reference"`` | ``"triton"`` for ``rms_norm_quant``.
     """
 
     def __init__(
-        self, hidden_size: int, eps: float = 1e-6, *, a_bits: int | None = 8, impl: str = "auto"
+        self,
+        hidden_size: int,
+        eps: float = 1e-6,
+        *,
+        a_bits: int | None = 8,
+        a_mode: str = "static",
+        impl: str = "auto",
     ) -> None:
         super().__init__()
         if isinstance(hidden_size, bool) or not isinstance(hidden_size, int) or hidden_size <= 0:
@@ -434,20 +452,30 @@ class RealQuantRMSNorm(nn.Module):
             _check_bits(a_bits, "a_bits")
         if impl not in ("auto", "reference", "triton"):
             raise ValueError(f"impl: expected 'auto', 'reference' or 'triton', got {impl!r}")
+        if a_mode not in ("static", "dynamic"):
+            raise ValueError(f"a_mode: expected 'static' or 'dynamic', got {a_mode!r}")
         self.hidden_size = hidden_size
         self.eps = float(eps)
         self.a_bits = a_bits
+        self.a_mode = a_mode
         self.impl = impl
         self.weight = nn.Parameter(torch.ones(hidden_size))
         self.register_buffer("act_scale", torch.ones(()))
+        self.register_buffer("act_clip", torch.ones(()))  # dynamic mode's clip bound
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(..., D)`` float -> ``(..., D)`` dequantized codes (``x.dtype``) with a payload."""
         _check_float(x, "x")
-        if self.a_bits is None:
+        if self.a_bits is None or self.a_mode == "dynamic":
             xf = x.to(torch.float32)
-            y = xf * torch.rsqrt(xf.square().mean(-1, keepdim=True) + self.eps)
-            return (self.weight * y.to(x.dtype)).to(x.dtype)
+            h = (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
+            y = self.weight.to(x.dtype) * h  # (..., D), as HF / QuantRMSNorm
+            if self.a_bits is None:
+                return y
+            q, s = dynamic_per_token_quant(y, self.a_bits, self.act_clip)
+            out = (q.to(torch.float32) * s).to(x.dtype)
+            setattr(out, PAYLOAD_ATTR, QuantPayload(q, s, self.a_bits, "dynamic"))
+            return out
         q = rms_norm_quant(x, self.weight, self.act_scale, self.eps, impl=self.impl)
         if self.a_bits != 8:
             qmin, qmax = _qrange(self.a_bits)
@@ -457,7 +485,7 @@ class RealQuantRMSNorm(nn.Module):
         return out
 
     def extra_repr(self) -> str:
-        a = "none" if self.a_bits is None else f"{self.a_bits}-bit static"
+        a = "none" if self.a_bits is None else f"{self.a_bits}-bit {self.a_mode}"
         return f"{self.hidden_size}, eps={self.eps}, out_quant={a}"
 
 
@@ -562,22 +590,27 @@ def _real_linear(
 
 
 def _real_norm(norm: nn.Module, impl: str, where: str) -> RealQuantRMSNorm:
-    oq = norm.output_quantizer
+    oq = getattr(norm, "output_quantizer", None)
     act = _act_quant_fields(oq, where) if _quantizer_active(oq) else None
-    if act is not None and act[1] != "static":
-        raise ValueError(f"{where}: the fused norm + quant needs a static output quantizer")
     eps = getattr(norm, "eps", getattr(norm, "variance_epsilon", 1e-6))
     w = getattr(norm, "weight", None)
     hidden = int(getattr(norm, "hidden_size", 0) or (0 if w is None else w.shape[0]))
-    dev = oq.scale.device if w is None else w.device
+    ref = w if w is not None else getattr(oq, "scale", None)
+    dev = ref.device if isinstance(ref, torch.Tensor) else torch.device("cpu")
     real = RealQuantRMSNorm(
-        hidden, float(eps), a_bits=None if act is None else act[0], impl=impl
+        hidden,
+        float(eps),
+        a_bits=None if act is None else act[0],
+        a_mode="static" if act is None else act[1],
+        impl=impl,
     ).to(dev)
     with torch.no_grad():
         if w is not None:  # a weightless norm (after rotation's fusion) keeps γ = 1
             real.weight.copy_(w.detach())
-        if act is not None:
+        if act is not None and act[1] == "static":
             real.act_scale.copy_(act[2])
+        elif act is not None:
+            real.act_clip.copy_(act[2])
     return real
 
 
@@ -669,9 +702,8 @@ def to_real_(model: nn.Module, *, impl: str = "auto") -> dict[str, int]:
             if hasattr(norm, "output_quantizer"):
                 oq = norm.output_quantizer
                 norm_act = _act_quant_fields(oq, where) if _quantizer_active(oq) else None
-                if norm_act is None or norm_act[1] == "static":
-                    _replace_child(ls.layer, norm, _real_norm(norm, impl, where))
-                    counts["norm"] += 1
+                _replace_child(ls.layer, norm, _real_norm(norm, impl, where))
+                counts["norm"] += 1
             for name in lin_names:
                 lin = getattr(parent, name)
                 lw = f"layers.{ls.index}.{parent_name}.{name}"

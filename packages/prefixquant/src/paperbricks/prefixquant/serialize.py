@@ -111,6 +111,7 @@ def _describe(m: nn.Module) -> dict[str, Any]:
             "hidden_size": m.hidden_size,
             "eps": m.eps,
             "a_bits": m.a_bits,
+            "a_mode": m.a_mode,
             "impl": m.impl,
         }
     raise ValueError(
@@ -166,7 +167,11 @@ def _build(desc: dict[str, Any], path: str, tensors: dict[str, torch.Tensor]) ->
         )
     if cls == "RealQuantRMSNorm":
         return real.RealQuantRMSNorm(
-            desc["hidden_size"], desc["eps"], a_bits=desc["a_bits"], impl=desc["impl"]
+            desc["hidden_size"],
+            desc["eps"],
+            a_bits=desc["a_bits"],
+            a_mode=desc.get("a_mode", "static"),
+            impl=desc["impl"],
         )
     raise ValueError(f"{MANIFEST}: unknown module class {cls!r} at {path!r}")
 
