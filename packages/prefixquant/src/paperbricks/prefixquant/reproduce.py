@@ -8,12 +8,15 @@
     **dynamic** scales, (iii) per-tensor static scales calibrated and applied with the outlier
     tokens moved into the (full-precision) prefix. Metric: MSE over the ordinary tokens, which
     all three methods quantize. Expected: (iii) ≲ (ii) ≪ (i).
-(b) :func:`planted_llama` — the pipeline end to end on the planted-outlier tiny Llama
-    (:mod:`.planted`): detection, prefixing, rotation, static W8A8KV8 / W4A4KV4, metric
-    KL(fp ‖ quantized) of the next-token distributions on held-out text. Expected: prefix + static
-    ≈ or < dynamic per-token without prefix < static without prefix, and rotation lowers the error.
-    Seed-noisy at this scale; see the module docstring of :mod:`.planted` for what the planted model
-    does and does not show.
+(b) :func:`planted_llama` — the pipeline end to end on planted-outlier tiny Llamas
+    (:mod:`.planted`), two variants: ``bos`` (massive activations at BOS only; every sequence
+    starts with BOS, so the outlier sits at the first-position sink as in real LLMs, and the prefix
+    cache removes it) and ``delimiter`` (also at every ``"."``, which occurs inside the text, so the
+    prefix cannot remove those). Detection, prefixing, rotation, W8A8KV8 / W4A4KV4 × {static
+    without prefix, dynamic per-token, static with prefix}; metric KL(fp ‖ quantized) over the same
+    predicted text positions in every arm. Expected: prefix + static ≲ dynamic < static without
+    prefix, rotation helping. The verdict uses the ``bos`` variant; the ``delimiter`` row shows
+    what identity-tied outliers inside the text do. Seed-noisy.
 
 Both take ``(*, seed, out_dir, quick)`` and return a :class:`~paperbricks.core_kernels.repro.ReproResult`.
 """
@@ -34,7 +37,15 @@ from paperbricks.core_kernels.hadamard import had_transform
 from paperbricks.core_kernels.quant import QuantSpec, fake_quant, mse_clip_search
 from paperbricks.core_kernels.repro import ReproResult, new_figure
 
-__all__ = ["planted_llama", "synthetic_activations", "synthetic_mse", "synthetic_mse_once"]
+__all__ = [
+    "PLANTED_VARIANTS",
+    "planted_llama",
+    "planted_llama_once",
+    "planted_setup",
+    "synthetic_activations",
+    "synthetic_mse",
+    "synthetic_mse_once",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -195,13 +206,19 @@ def synthetic_mse(*, seed: int = 0, out_dir: Path, quick: bool = True) -> ReproR
 
 # ----------------------------------------------------------------------------- (b) planted llama
 
+#: the two planted constructions: extra planted ids besides BOS
+PLANTED_VARIANTS: dict[str, tuple[str, ...]] = {"bos": (), "delimiter": (".",)}
+_PRESETS = ("W8A8KV8", "W4A4KV4")
+_ROTS = ("norot", "rot")
+#: "≤ dynamic·(1 + tol)" tolerance of the verdict, fixed before running
+RANK_TOL = 0.25
 
-def _kl(p_logits: torch.Tensor, q_logits: torch.Tensor, mask: torch.Tensor) -> float:
-    """Mean over real positions of KL(softmax p ‖ softmax q)."""
+
+def _kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> float:
+    """Mean over all positions of KL(softmax p ‖ softmax q); both (B, T, V)."""
     lp = F.log_softmax(p_logits.float(), dim=-1)
     lq = F.log_softmax(q_logits.float(), dim=-1)
-    kl = (lp.exp() * (lp - lq)).sum(-1)  # (B, T)
-    return float(kl[mask].mean())
+    return float((lp.exp() * (lp - lq)).sum(-1).mean())
 
 
 def _stream(tok: Any, texts: list[str]) -> list[int]:
@@ -211,133 +228,277 @@ def _stream(tok: Any, texts: list[str]) -> list[int]:
     return ids
 
 
+def _with_bos(bos: int, windows: torch.Tensor) -> torch.Tensor:
+    """``[BOS, w_0, …, w_{T−1}]`` for every window: (N, T) -> (N, T + 1)."""
+    return torch.cat([torch.full((windows.shape[0], 1), bos, dtype=windows.dtype), windows], 1)
+
+
 @torch.no_grad()
-def _planted_arm(
-    base: torch.nn.Module,
-    tok: Any,
-    spec: Any,
-    preset: str,
-    method: str,
-    rotate: bool,
-    calib: torch.Tensor,
-    evalw: torch.Tensor,
-    reference: dict[str, torch.Tensor],
-    seed: int,
-    quick: bool,
-) -> float:
-    """KL(fp ‖ quantized) of one arm; ``base`` is the fp model, already rotated when ``rotate``."""
-    from .config import PrefixQuantConfig
-    from .quantize import quantize_
+def planted_setup(seed: int, variant: str = "bos", *, quick: bool = True) -> dict[str, Any]:
+    """Model, windows and selected prefix of one seed of reproduction (b) (no quantization).
 
-    cfg = PrefixQuantConfig.from_preset(
-        preset,
-        rotate=rotate,
-        a_mode="dynamic" if method == "dynamic" else "static",
-        mse_init=not quick,
-        seed=seed,
-    )
-    model = copy.deepcopy(base)
-    n = calib.shape[0]
-    if method == "static+prefix":
-        info = quantize_(
-            model, cfg, calibration_ids=calib, prefix=spec, batch_size=n, progress=False
-        )
-        out = info.prefixed(evalw).logits
-        return _kl(reference["prefix"], out, torch.ones_like(evalw, dtype=torch.bool))
-    bos = torch.full((n, 1), tok.bos_token_id)
-    calib_bos = torch.cat([bos, calib[:, :-1]], 1)  # without a prefix, inputs start with BOS
-    quantize_(model, cfg, calibration_ids=calib_bos, prefix="none", batch_size=n, progress=False)
-    x = reference["bos_input"]
-    return _kl(reference["plain"], model(x).logits, torch.ones_like(x, dtype=torch.bool))
+    Args:
+        seed: seeds the planted model, the text windows and the rotation.
+        variant: ``"bos"`` (massive activations at BOS only) or ``"delimiter"`` (BOS and every
+            ``"."``; identity-tied outliers inside the text).
+        quick: 8 calibration / 4 evaluation windows of 32 text tokens; otherwise 32 / 16 of 64.
 
-
-def planted_llama(*, seed: int = 0, out_dir: Path, quick: bool = True) -> ReproResult:
-    """Reproduction (b): detection + static vs dynamic vs prefix+static on the planted tiny Llama."""
+    Returns:
+        dict with ``model`` (fp32), ``rotated`` (rotated fp copy), ``tokenizer``, ``info`` (from
+        :func:`.planted.planted_llama`), ``calib``/``evalw`` (N, T) text windows drawn at random
+        offsets inside the token streams, ``calib_bos``/``eval_bos`` (N, T + 1) the same windows
+        after a leading BOS, and ``spec``: the :class:`~.prefix.PrefixSpec` selected on the rotated
+        fp model from ``calib_bos`` (count_mode "official").
+    """
     from .planted import planted_llama as build
-    from .prefix import PrefixedCausalLM, calibration_windows, select_prefix
+    from .prefix import calibration_windows, select_prefix
     from .rotation import rotate_model_
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model, tok, info = build(seed=seed)
-    n_cal, n_eval, seqlen = (4, 2, 32) if quick else (64, 32, 128)
+    if variant not in PLANTED_VARIANTS:
+        raise ValueError(f"variant: expected one of {sorted(PLANTED_VARIANTS)}, got {variant!r}")
+    model, tok, info = build(seed=seed, delimiter_ids=PLANTED_VARIANTS[variant])
+    bos = int(tok.bos_token_id)
+    n_cal, n_eval, seqlen = (8, 4, 32) if quick else (32, 16, 64)
+    # text windows at random offsets inside the streams (spec §2); every sequence then starts
+    # with BOS, as evaluation with a BOS token does: BOS is the planted first-position sink.
     calib = calibration_windows(_stream(tok, info["calibration_texts"]), n_cal, seqlen, seed=seed)
     evalw = calibration_windows(_stream(tok, info["eval_texts"]), n_eval, seqlen, seed=seed + 1)
     rotated = copy.deepcopy(model)
     rotate_model_(rotated, seed=seed)
+    calib_bos = _with_bos(bos, calib)  # (N, T + 1)
     # pipeline order: the prefix is selected on the rotated fp model
-    spec = select_prefix(rotated, tok, calibration_ids=calib, batch_size=n_cal, progress=False)
-    found = sorted(spec.ids) == sorted(info["planted_ids"])
-    with torch.no_grad():
-        bos_input = torch.cat([torch.full((n_eval, 1), tok.bos_token_id), evalw[:, :-1]], 1)
-        reference = {
-            "bos_input": bos_input,
-            "plain": model(bos_input).logits,
-            "prefix": PrefixedCausalLM(copy.deepcopy(model), spec)(evalw).logits,
-        }
-    presets = ("W8A8KV8", "W4A4KV4")
+    spec = select_prefix(
+        rotated,
+        tok,
+        calibration_ids=calib_bos,
+        batch_size=n_cal,
+        count_mode="official",
+        progress=False,
+    )
+    return {
+        "model": model,
+        "rotated": rotated,
+        "tokenizer": tok,
+        "info": info,
+        "calib": calib,
+        "evalw": evalw,
+        "calib_bos": calib_bos,
+        "eval_bos": _with_bos(bos, evalw),
+        "spec": spec,
+    }
+
+
+@torch.no_grad()
+def planted_llama_once(
+    seed: int,
+    variant: str = "bos",
+    *,
+    quick: bool = True,
+    presets: tuple[str, ...] = _PRESETS,
+) -> dict[str, Any]:
+    """One seed of reproduction (b) on one planted variant (see :func:`planted_setup`).
+
+    Args:
+        seed: seeds the planted model, the text windows and the rotation.
+        variant: ``"bos"`` or ``"delimiter"``.
+        quick: small windows without MSE init; otherwise more/longer windows with MSE init.
+        presets: presets to run (default W8A8KV8 and W4A4KV4).
+
+    Returns:
+        ``{"prefix_ids", "planted_ids", "detection_exact", "prefix_o",
+        "prefix_mean_count_per_layer", "kl": {"<preset>/<rot>/<method>": float},
+        "kl_prefix_cache_fp"}``. ``kl_prefix_cache_fp`` is KL(fp on BOS + text ‖ fp with the fp16
+        prefix cache) — the error of the cache alone (NaN unless the prefix is [BOS]).
+    """
+    from .config import PrefixQuantConfig
+    from .prefix import PrefixedCausalLM
+    from .quantize import quantize_
+
+    st = planted_setup(seed, variant, quick=quick)
+    model, rotated, tok, info, spec = (
+        st[k] for k in ("model", "rotated", "tokenizer", "info", "spec")
+    )
+    calib, evalw, calib_bos, eval_bos = (st[k] for k in ("calib", "evalw", "calib_bos", "eval_bos"))
+    n_cal = calib.shape[0]
+    bos = int(tok.bos_token_id)
+    found = sorted(set(spec.ids)) == sorted(set(info["planted_ids"]))
+    # fp references over the SAME predicted positions: the logits after each text token
+    ref_plain = model(eval_bos).logits[:, 1:]  # (B, T, V): fp model on BOS + text
+    fp_prefixed = PrefixedCausalLM(copy.deepcopy(model), spec)(evalw).logits  # (B, T, V)
+    # with prefix == [BOS] the context is identical, so the fp reference is the same for all arms;
+    # otherwise (e.g. [".", BOS]) the prefix changes the context and its arm is compared with the
+    # fp model under the same prefix
+    prefix_is_bos = spec.ids == [bos]
+    ref_prefix = ref_plain if prefix_is_bos else fp_prefixed
     kl: dict[str, float] = {}
     for preset in presets:
-        for rotate in (False, True):
+        for rot in _ROTS:
+            base = rotated if rot == "rot" else model
             for method in _METHODS:
-                key = f"{preset}/{'rot' if rotate else 'norot'}/{method}"
-                base = rotated if rotate else model
-                kl[key] = _planted_arm(
-                    base, tok, spec, preset, method, rotate, calib, evalw, reference, seed, quick
+                cfg = PrefixQuantConfig.from_preset(
+                    preset,
+                    rotate=rot == "rot",
+                    a_mode="dynamic" if method == "dynamic" else "static",
+                    mse_init=not quick,
+                    seed=seed,
                 )
-                logger.info("planted llama %s: KL %.4g", key, kl[key])
-    fig = new_figure(figsize=(7.0, 3.5))
-    for i, preset in enumerate(presets):
-        ax = fig.add_subplot(1, 2, i + 1)
-        for j, rotate in enumerate((False, True)):
-            r = "rot" if rotate else "norot"
-            vals = [kl[f"{preset}/{r}/{m}"] for m in _METHODS]
-            ax.bar([k + 0.4 * j for k in range(3)], vals, width=0.4, label=r)
-        ax.set_xticks([k + 0.2 for k in range(3)], list(_METHODS), fontsize=7)
-        ax.set_yscale("log")
-        ax.set_title(preset)
-        ax.set_ylabel("KL(fp ‖ quant)")
-        ax.legend(fontsize=7)
-    path = out_dir / "planted_llama_kl.png"
-    fig.savefig(path, dpi=120)
+                qm = copy.deepcopy(base)
+                if method == "static+prefix":
+                    # real tokens = the text after BOS; BOS (and any other prefix id) is in the
+                    # fp16 prefix cache, excluded from calibration
+                    q_info = quantize_(
+                        qm,
+                        cfg,
+                        calibration_ids=calib,
+                        prefix=spec,
+                        batch_size=n_cal,
+                        progress=False,
+                    )
+                    out = q_info.prefixed(evalw).logits
+                    kl[f"{preset}/{rot}/{method}"] = _kl(ref_prefix, out)
+                else:
+                    # no prefix: BOS + text, every real token (BOS included) quantized, static
+                    # scales calibrated over all positions
+                    quantize_(
+                        qm,
+                        cfg,
+                        calibration_ids=calib_bos,
+                        prefix="none",
+                        batch_size=n_cal,
+                        progress=False,
+                    )
+                    kl[f"{preset}/{rot}/{method}"] = _kl(ref_plain, qm(eval_bos).logits[:, 1:])
+                logger.info(
+                    "planted %s seed %d %s/%s/%s: KL %.4g",
+                    variant,
+                    seed,
+                    preset,
+                    rot,
+                    method,
+                    kl[f"{preset}/{rot}/{method}"],
+                )
+    return {
+        "prefix_ids": list(spec.ids),
+        "planted_ids": list(info["planted_ids"]),
+        "detection_exact": found,
+        "prefix_o": spec.stats["o"],
+        "prefix_mean_count_per_layer": spec.stats["mean_count_per_layer"],
+        "kl": kl,
+        "kl_prefix_cache_fp": _kl(ref_plain, fp_prefixed) if prefix_is_bos else float("nan"),
+    }
 
-    def ranks(preset: str, r: str) -> bool:
-        s, d, p = (kl[f"{preset}/{r}/{m}"] for m in _METHODS)
-        return p <= 1.25 * d and d < s
 
-    ranking = {f"{p}/{r}": ranks(p, r) for p in presets for r in ("norot", "rot")}
-    rot_helps = {p: kl[f"{p}/rot/static+prefix"] < kl[f"{p}/norot/static+prefix"] for p in presets}
-    ok = found and all(ranking.values()) and all(rot_helps.values())
-    if ok:
+def _ranking_ok(kl: dict[str, float], preset: str, rot: str) -> bool:
+    s, d, p = (kl[f"{preset}/{rot}/{m}"] for m in _METHODS)
+    return p <= (1 + RANK_TOL) * d and d < s
+
+
+def planted_llama(*, seed: int = 0, out_dir: Path, quick: bool = True) -> ReproResult:
+    """Reproduction (b): detection + static vs dynamic vs prefix+static on planted tiny Llamas.
+
+    Two planted variants (see :mod:`.planted`): ``bos`` — massive activations at BOS only, the
+    token every sequence starts with (the first-position attention sink of real LLMs), and
+    ``delimiter`` — also at every ``"."``, inside the text too (identity-tied outliers the prefix
+    cannot remove). Each: W8A8KV8 and W4A4KV4 × {no rotation, rotation} × {static without
+    prefix, dynamic per-token, static with prefix}; metric KL(fp ‖ quant) over the predicted
+    text positions (the text after BOS), identical in every arm.
+
+    Verdict, from the ``bos`` variant only, with rotation (PrefixQuant always rotates):
+    "reproduced" iff static+prefix ≤ dynamic·(1 + 0.25) and dynamic < static-without-prefix for
+    both presets on every seed and detection is exact; "inconclusive" if that holds for some
+    (preset, seed) pairs only; "not reproduced" otherwise. Quick mode: 2 seeds, small windows
+    (≈ 30–60 s on a loaded 2-core CPU); full mode: 5 seeds, more and longer windows, MSE init.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seeds = [seed + i for i in range(2 if quick else 5)]
+    runs = {v: [planted_llama_once(s, v, quick=quick) for s in seeds] for v in PLANTED_VARIANTS}
+    keys = [f"{p}/{r}/{m}" for p in _PRESETS for r in _ROTS for m in _METHODS]
+    mean = {
+        v: {k: statistics.fmean(r["kl"][k] for r in rs) for k in keys} for v, rs in runs.items()
+    }
+    lo = {v: {k: min(r["kl"][k] for r in rs) for k in keys} for v, rs in runs.items()}
+    hi = {v: {k: max(r["kl"][k] for r in rs) for k in keys} for v, rs in runs.items()}
+    found = {v: all(r["detection_exact"] for r in rs) for v, rs in runs.items()}
+    rank = {
+        v: {f"{p}/{r}": [_ranking_ok(x["kl"], p, r) for x in rs] for p in _PRESETS for r in _ROTS}
+        for v, rs in runs.items()
+    }
+    rot_helps = {
+        v: {
+            p: [x["kl"][f"{p}/rot/static+prefix"] < x["kl"][f"{p}/norot/static+prefix"] for x in rs]
+            for p in _PRESETS
+        }
+        for v, rs in runs.items()
+    }
+    verdict_cells = [ok for p in _PRESETS for ok in rank["bos"][f"{p}/rot"]]
+    if found["bos"] and all(verdict_cells):
         verdict = "reproduced"
-    elif found and any(ranking.values()):
+    elif found["bos"] and any(verdict_cells):
         verdict = "inconclusive"
     else:
         verdict = "not reproduced"
-    metrics: dict[str, Any] = {
-        "prefix_ids": spec.ids,
-        "planted_ids": info["planted_ids"],
-        "detection_exact": found,
-    }
-    metrics |= {f"kl[{k}]": v for k, v in kl.items()}
-    metrics |= {f"ranking_ok[{k}]": v for k, v in ranking.items()}
-    metrics |= {f"rotation_helps[{k}]": v for k, v in rot_helps.items()}
-    summary = (
-        f"detection {'found exactly' if found else 'did NOT find'} the planted ids {info['planted_ids']} "
-        f"(prefix {spec.ids!r} = {spec.text!r}); KL(fp||quant) static / dynamic / static+prefix: "
-        + "; ".join(
-            f"{p} {r}: " + " / ".join(f"{kl[f'{p}/{r}/{m}']:.3g}" for m in _METHODS)
-            for p in presets
-            for r in ("norot", "rot")
+
+    fig = new_figure(figsize=(9.0, 6.0))
+    for i, v in enumerate(PLANTED_VARIANTS):
+        for j, preset in enumerate(_PRESETS):
+            ax = fig.add_subplot(2, 2, 2 * i + j + 1)
+            for k, r in enumerate(_ROTS):
+                ks = [f"{preset}/{r}/{m}" for m in _METHODS]
+                m_ = [mean[v][x] for x in ks]
+                err = [
+                    [m_[n] - lo[v][x] for n, x in enumerate(ks)],
+                    [hi[v][x] - m_[n] for n, x in enumerate(ks)],
+                ]
+                ax.bar([n + 0.4 * k for n in range(3)], m_, width=0.4, yerr=err, label=r)
+            ax.set_xticks([n + 0.2 for n in range(3)], list(_METHODS), fontsize=7)
+            ax.set_yscale("log")
+            ax.set_title(f"{v} variant, {preset}", fontsize=9)
+            ax.set_ylabel("KL(fp ‖ quant)", fontsize=8)
+            ax.legend(fontsize=7)
+    path = out_dir / "planted_llama_kl.png"
+    fig.savefig(path, dpi=120)
+
+    metrics: dict[str, Any] = {"seeds": seeds, "rank_tol": RANK_TOL}
+    for v, rs in runs.items():
+        metrics[f"{v}/prefix_ids"] = [r["prefix_ids"] for r in rs]
+        metrics[f"{v}/planted_ids"] = [r["planted_ids"] for r in rs]
+        metrics[f"{v}/prefix_o"] = [r["prefix_o"] for r in rs]
+        metrics[f"{v}/detection_exact"] = found[v]
+        metrics |= {f"{v}/kl[{k}]": mean[v][k] for k in keys}
+        metrics |= {f"{v}/kl_min[{k}]": lo[v][k] for k in keys}
+        metrics |= {f"{v}/kl_max[{k}]": hi[v][k] for k in keys}
+        metrics |= {f"{v}/ranking_ok[{k}]": ok for k, ok in rank[v].items()}
+        metrics |= {f"{v}/rotation_helps[{p}]": ok for p, ok in rot_helps[v].items()}
+    metrics["bos/kl_prefix_cache_fp"] = [r["kl_prefix_cache_fp"] for r in runs["bos"]]
+
+    def table(v: str) -> str:
+        return "; ".join(
+            f"{p} {r}: " + " / ".join(f"{mean[v][f'{p}/{r}/{m}']:.3g}" for m in _METHODS)
+            for p in _PRESETS
+            for r in _ROTS
         )
-        + ". Caveat: the planted outliers are tied to token identity (every '.' stays massive inside the "
-        "text), not to position as in real LLMs, so the prefix removes only the BOS outlier from the input."
+
+    summary = (
+        "Construction: a random 4-layer Llama (hidden 128) whose planted ids have a one-hot "
+        "embedding on a reserved channel aligned with large gate/up rows, giving ~10^3x down_proj "
+        "inputs wherever those ids occur, plus x20 RMSNorm gamma channels. Variant 'bos': only BOS "
+        "is planted and every sequence starts with BOS, so the outlier sits only at the "
+        "first-position sink, as in real LLMs; prefix = the selected ids (BOS replaced by the fp16 "
+        "prefix cache). Variant 'delimiter': BOS and every '.' are planted; '.' also occurs inside "
+        f"the text, so the prefix cannot remove those outliers. Seeds {seeds}. Detection exact: "
+        f"bos {found['bos']} (prefix {runs['bos'][0]['prefix_ids']}), delimiter "
+        f"{found['delimiter']} (prefix {runs['delimiter'][0]['prefix_ids']}). Mean KL(fp||quant) "
+        f"static / dynamic / static+prefix -- bos: {table('bos')}. delimiter: "
+        f"{table('delimiter')}. Verdict from the bos variant with rotation, both presets, every "
+        f"seed: static+prefix <= {1 + RANK_TOL:g} x dynamic and dynamic < static: "
+        f"{verdict_cells}."
     )
     return ReproResult(
         claim=(
-            "On a model with token-wise massive activations, prefixing the outlier tokens lets static "
-            "per-tensor quantization match or beat dynamic per-token quantization, and rotation helps "
-            "(abstract; §5 tables W4A4KV4 / W8A8KV8)."
+            "On a model whose massive activations sit at the first-token sink, prefixing the outlier "
+            "tokens lets static per-tensor quantization match or beat dynamic per-token quantization, "
+            "and rotation helps (abstract; §5 tables W4A4KV4 / W8A8KV8)."
         ),
         verdict=verdict,
         metrics=metrics,
