@@ -20,10 +20,19 @@ module plants them with a documented construction (no training, CPU milliseconds
 4. Channel outliers: a few γ channels of every RMSNorm (3, drawn from the seed) are scaled by 20,
    so the un-rotated norm outputs have channel-wise outliers that the rotation removes.
 
-What it does **not** show: the planted outliers are tied to token *identity* (every "." is
-massive, wherever it is), whereas in real models they mostly sit at the first token and the
-first delimiters (a property of position and attention). Moving the planted tokens into the
-prefix removes the BOS outlier from the input, but "." inside the text stays massive.
+Two variants (``delimiter_ids``):
+
+- ``delimiter_ids=()`` (**BOS only**): the massive activations occur only at BOS. Sequences that
+  start with BOS (as evaluation with a BOS token does) then carry the outlier only at position 0,
+  where real LLMs have their first-token attention sink; replacing that BOS by the fp16 prefix
+  cache removes the only outlier from the quantized tokens, which is the mechanism PrefixQuant
+  relies on. What it still does not emulate: in a real model the first position is a sink
+  whatever its token; here massiveness follows the BOS *identity*, so a window that does not
+  start with BOS has no outlier at all (``select_prefix`` would then raise "no outlier tokens").
+- ``delimiter_ids=(".",)`` (default, **identity-tied delimiters**): BOS and every "." are
+  massive, wherever they are. "." also occurs inside the evaluated text, so moving the outlier
+  ids into the prefix cannot remove the in-text "." outliers (in real models only the *first*
+  delimiters are sinks); static per-tensor scales stay set by them.
 """
 
 from __future__ import annotations
