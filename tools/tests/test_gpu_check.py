@@ -102,3 +102,27 @@ def test_gpu_check_dry_run_on_cpu(mini_repo, tmp_path):
     )
     assert proc.returncode == 1
     assert "bench exploded" in (out / "summary.md").read_text()
+
+
+def test_gpu_check_together_splits_counts_and_filters_benchmarks(mini_repo, tmp_path):
+    shutil.rmtree(mini_repo / "packages" / "core-kernels" / "src")
+    pkg = mini_repo / "packages" / "alpha"
+    (pkg / "tests").mkdir()
+    (pkg / "tests" / "test_alpha.py").write_text(GPU_TEST)
+    (pkg / "src/paperbricks/alpha/bench.py").write_text(BENCH)
+    with open(pkg / "pyproject.toml", "a") as f:
+        f.write(
+            '\n[project.entry-points."paperbricks.benchmarks"]\n'
+            '"alpha.sum" = "paperbricks.alpha.bench:run"\n'
+            '"alpha.broken" = "paperbricks.alpha.bench:broken"\n'
+        )
+    out = tmp_path / "out"
+    cmd = [sys.executable, "tools/gpu-check", "--root", str(mini_repo), "--out", str(out)]
+    cmd += ["--packages", "alpha", "--allow-cpu", "--together", "--benchmarks", "alpha.sum"]
+    proc = subprocess.run(cmd, cwd=mini_repo, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads((out / "results.json").read_text())
+    (tests,) = data["tests"]
+    assert tests["package"] == "alpha" and tests["skipped"] == 1 and tests["failed"] == 0
+    # alpha.broken is filtered out, so the run is green.
+    assert [b["benchmark"] for b in data["benchmarks"]] == ["alpha.sum"]

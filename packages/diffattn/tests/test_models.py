@@ -21,6 +21,7 @@ from transformers import (
     DynamicCache,
 )
 
+from paperbricks.core_kernels.hf_compat import output_cache
 from paperbricks.core_kernels.testing import assert_close, requires_cuda
 from paperbricks.diffattn.convert import load_hf_diffllama
 from paperbricks.diffattn.models import (
@@ -141,7 +142,7 @@ def test_cached_decoding_equals_full_forward(layout):
         out = model(ids[:, :6], cache=cache, use_cache=True)
         logits = [out.logits]
         for i in range(6, 10):
-            out = model(ids[:, i : i + 1], cache=out.cache, use_cache=True)
+            out = model(ids[:, i : i + 1], cache=output_cache(out), use_cache=True)
             logits.append(out.logits)
     assert_close("cached decoding", full, torch.cat(logits, 1))
 

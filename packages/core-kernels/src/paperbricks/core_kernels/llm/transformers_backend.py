@@ -25,6 +25,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+from ..hf_compat import output_cache
 from .base import (
     ChatBackendError,
     ChatResult,
@@ -49,12 +50,6 @@ def _import_hf() -> Any:
             f"TransformersBackend needs transformers and tokenizers: {_HF_HINT}"
         ) from err
     return transformers
-
-
-def _output_cache(out: Any) -> Any:
-    """The KV cache of a model output (``cache`` in transformers 5, ``past_key_values`` before)."""
-    cache = getattr(out, "cache", None)
-    return cache if cache is not None else getattr(out, "past_key_values", None)
 
 
 class TransformersBackend:
@@ -274,7 +269,7 @@ class TransformersBackend:
             step_input = ids
             for _ in range(max_tokens):
                 out = self.model(input_ids=step_input, use_cache=True, **{self._cache_kwarg: past})
-                past = _output_cache(out)
+                past = output_cache(out)
                 logits = out.logits[0, -1].float()  # (V,)
                 if temperature == 0:
                     next_id = int(torch.argmax(logits))

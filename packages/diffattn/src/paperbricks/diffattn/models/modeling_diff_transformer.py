@@ -37,6 +37,7 @@ from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from paperbricks.core_kernels.attention import attention
+from paperbricks.core_kernels.hf_compat import make_output, output_cache
 from paperbricks.core_kernels.norm import RMSNorm
 from paperbricks.core_kernels.rope import apply_rope, repeat_kv
 
@@ -273,7 +274,8 @@ class _BackboneMixin:
         hidden = self.norm(hidden)
         if output_hidden_states:
             all_hidden.append(hidden)
-        return BaseModelOutputWithPast(
+        return make_output(
+            BaseModelOutputWithPast,
             last_hidden_state=hidden,
             cache=cache if use_cache else None,
             hidden_states=tuple(all_hidden) if output_hidden_states else None,
@@ -355,10 +357,11 @@ class _CausalLMMixin:
             shift_logits = logits[:, :-1].float().reshape(-1, logits.shape[-1])
             shift_labels = labels[:, 1:].reshape(-1).to(logits.device)
             loss = F.cross_entropy(shift_logits, shift_labels, ignore_index=-100)
-        return CausalLMOutputWithPast(
+        return make_output(
+            CausalLMOutputWithPast,
             loss=loss,
             logits=logits,
-            cache=out.cache,
+            cache=output_cache(out),
             hidden_states=out.hidden_states,
             attentions=out.attentions,
         )

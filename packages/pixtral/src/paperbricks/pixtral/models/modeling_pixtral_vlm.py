@@ -28,6 +28,7 @@ from transformers import AutoModel, AutoModelForImageTextToText, GenerationMixin
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from paperbricks.core_kernels.hf_compat import make_output, output_cache
 from paperbricks.pixtral.models.configuration_pixtral_vlm import PixtralVLMConfig
 
 __all__ = ["PixtralForConditionalGeneration", "VisionLanguageAdapter"]
@@ -322,10 +323,11 @@ class PixtralForConditionalGeneration(PixtralPreTrainedModel, GenerationMixin):
             shift_logits = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
             shift_labels = labels[:, 1:].reshape(-1).to(logits.device)
             loss = nn.functional.cross_entropy(shift_logits, shift_labels, ignore_index=-100)
-        return CausalLMOutputWithPast(
+        return make_output(
+            CausalLMOutputWithPast,
             loss=loss,
             logits=logits,
-            cache=getattr(outputs, "cache", None),
+            cache=output_cache(outputs),
             hidden_states=getattr(outputs, "hidden_states", None),
             attentions=getattr(outputs, "attentions", None),
         )
