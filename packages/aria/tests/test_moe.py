@@ -250,12 +250,15 @@ def test_gpu_grouped_bf16_vs_loop(seeded, impl):
     ya, la = loop(xa)
     yb, lb = grouped(xb)
     assert torch.equal(la, lb)  # float32 router logits from the same bf16 inputs
-    assert_close("bf16 grouped vs loop", ya.float(), yb.float())
+    # Both paths round to bf16 at different points (accumulation order differs), so they agree to
+    # bf16 precision, not bit for bit: an H200 run measured RMS ratios ≈ 3-4e-3 for y and dx.
+    bf16 = 1.6e-2
+    assert_close("bf16 grouped vs loop", ya.float(), yb.float(), ratio=bf16)
     ya.float().square().sum().backward()
     yb.float().square().sum().backward()
-    assert_close("bf16 dx", xa.grad.float(), xb.grad.float())
+    assert_close("bf16 dx", xa.grad.float(), xb.grad.float(), ratio=bf16)
     for (n, pa), (_, pb) in zip(loop.named_parameters(), grouped.named_parameters(), strict=True):
-        assert_close(f"bf16 grad {n}", pa.grad.float(), pb.grad.float())
+        assert_close(f"bf16 grad {n}", pa.grad.float(), pb.grad.float(), ratio=bf16)
 
 
 @requires_cuda

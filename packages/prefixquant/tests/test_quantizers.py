@@ -219,6 +219,10 @@ def test_cuda_matches_cpu(dtype: torch.dtype) -> None:
     q = _calibrated(ActQuantizer(4, stat="max"), x)
     qc = ActQuantizer(4, stat="max").cuda()
     _calibrated(qc, x.cuda())
-    assert_bitwise_equal(qc.scale.detach().cpu(), q.scale.detach(), "scale")
+    # 2·max/(2^b − 1) may round differently by one ulp on CUDA (seen on an H200: 0x3f211112 vs
+    # 0x3f211111), so the scales are compared to float32 precision ...
+    assert_close("scale", q.scale.detach(), qc.scale.detach().cpu(), ratio=1e-6)
+    # ... and the fake quantization itself bit for bit, given the same scale.
     with torch.no_grad():
+        qc.scale.copy_(q.scale.detach())
         assert_bitwise_equal(qc(x.cuda()).cpu(), q(x), "fake quant cuda vs cpu")
