@@ -40,5 +40,7 @@ def test_bench_quick_cpu_full_run():
 @requires_cuda
 def test_bench_cuda_quick():
     rows = bench.run(quick=True, device="cuda")
-    assert len(rows) == 4
+    assert (
+        len(rows) == 6
+    )  # per shape: static vs fp16, static vs dynamic, cuBLAS-int8 static vs fp16
     assert all((r.meta or {})["rel_err_static"] < 0.05 for r in rows)

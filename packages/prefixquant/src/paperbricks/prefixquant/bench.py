@@ -17,7 +17,8 @@ Devices and sizes:
 - **CUDA** (``device="cuda"``): ``M`` = 2048 (quick) or 2048 and 8192 (``quick=False``),
   ``K`` = 4096, ``N`` = 4096 and 11008, fp16 activations; the static path runs the Triton
   fused-norm kernel and the Triton int8 GEMM (``impl="auto"``), the dynamic path the same Triton
-  GEMM. Goal from the issue: ≥ 1.5× over fp16 cuBLAS.
+  GEMM. A third row times the static path with the GEMM on cuBLAS int8 (``torch._int_mm``, via
+  ``impl="reference"``) against fp16. Goal from the issue: ≥ 1.5× over fp16 cuBLAS.
 - **CPU**: the Triton interpreter would only measure Python, so there are no Triton rows: the
   candidate is the torch reference path (``rms_norm_quant`` reference + ``torch._int_mm``,
   oneDNN) against fp32 ``F.linear``, at ``M`` = 256 × ``K`` = 512 -> ``N`` = 512 and 1376 (quick,
@@ -131,6 +132,35 @@ def _rows(m: int, k: int, n: int, dev: torch.device, quick: bool) -> list[BenchR
                 meta=meta,
             ),
         ]
+        if cuda:
+            # Same static path with the GEMM on cuBLAS int8 (torch._int_mm) and a torch epilogue:
+            # the H200 run of 2026-11-27 put the Triton int8 GEMM at 117-264 TOP/s, far below
+            # the card's int8 peak, so the next GPU run measures the cuBLAS alternative beside it.
+            lin_cublas = W8A8Linear.from_float(
+                w.float(), w_scale, act_scale=a_scale, impl="reference"
+            )
+
+            def static_cublas() -> torch.Tensor:
+                return lin_cublas(norm(x))
+
+            meta_cublas = {
+                **meta,
+                "impl": "fused norm (triton) + torch._int_mm",
+                "rel_err_static": _rel_err(y_fp, static_cublas()),
+            }
+            rows.append(
+                bench(
+                    static_cublas,
+                    fp,
+                    name=f"W8A8 static (cuBLAS int8) {shape}",
+                    baseline_name=fp_name,
+                    flops=flops,
+                    warmup=warmup,
+                    rep=rep,
+                    device=dev.type,
+                    meta=meta_cublas,
+                )
+            )
     return rows
 
 
