@@ -7,9 +7,9 @@ first access.
 
 from __future__ import annotations
 
-import importlib
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+
+from paperbricks.core_kernels.lazy import lazy_exports
 
 try:
     __version__ = version("paperbricks-aria")
@@ -77,19 +77,6 @@ _SUBMODULES = frozenset(
      "synthetic", "train")
 )  # fmt: skip
 
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, submodules=_SUBMODULES)
+
 __all__ = ["PAPER", "__version__", *_EXPORTS]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _SUBMODULES:
-        return importlib.import_module(f".{name}", __name__)
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value  # cache: later lookups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))

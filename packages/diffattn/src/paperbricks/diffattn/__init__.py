@@ -18,9 +18,9 @@ Importing the package imports torch but neither triton nor transformers and neve
 the models and converters (which need transformers) are loaded on first attribute access.
 """
 
-from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+
+from paperbricks.core_kernels.lazy import lazy_exports
 
 from .metrics import AttentionAllocation, attention_allocation, max_activations, retrieval_accuracy
 from .modules import DiffLambda, MultiheadDiffAttn, lambda_init
@@ -48,17 +48,7 @@ _LAZY = {
     "unilm_to_hf": ".convert",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = [

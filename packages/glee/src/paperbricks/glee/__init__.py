@@ -15,9 +15,9 @@ Examples:
     (0.5263, 1)
 """
 
-from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+
+from paperbricks.core_kernels.lazy import lazy_exports
 
 try:
     __version__ = version("paperbricks-glee")
@@ -119,18 +119,7 @@ _EXPORTS: dict[str, str] = {
     "sweep": "runner",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'paperbricks.glee' has no attribute {name!r}")
-    value = getattr(import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = ["PAPER", "__version__", *_EXPORTS]

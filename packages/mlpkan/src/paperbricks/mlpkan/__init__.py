@@ -26,9 +26,9 @@ Importing the package imports torch, numpy and core-kernels, but neither triton 
 and does not initialise CUDA.
 """
 
-from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+
+from paperbricks.core_kernels.lazy import lazy_exports
 
 from .bases import (
     BASES,
@@ -98,17 +98,7 @@ _LAZY = {
     "load_official_checkpoint": ".convert",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = [

@@ -11,9 +11,9 @@ neither torch, transformers nor triton until a name is used.
 
 from __future__ import annotations
 
-import importlib
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+
+from paperbricks.core_kernels.lazy import lazy_exports
 
 try:
     __version__ = version("paperbricks-pixtral")
@@ -66,17 +66,6 @@ _LAZY: dict[str, str] = {
     "vqa_match": "evaluation",
 }
 
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
+
 __all__ = ["PAPER", "__version__", *_LAZY]
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))

@@ -22,9 +22,9 @@ Importing the package imports neither torch-heavy submodules, transformers nor t
 touches CUDA: every public name is resolved from its submodule on first attribute access.
 """
 
-from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+
+from paperbricks.core_kernels.lazy import lazy_exports
 
 try:
     __version__ = version("paperbricks-prefixquant")
@@ -121,17 +121,7 @@ _LAZY: dict[str, str] = {
     "synthetic_mse": ".reproduce",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = [
