@@ -301,7 +301,8 @@ def planted_llama_once(
     Args:
         seed: seeds the planted model, the text windows and the rotation.
         variant: ``"bos"`` or ``"delimiter"``.
-        quick: small windows without MSE init; otherwise more/longer windows with MSE init.
+        quick: small windows; otherwise more/longer windows. Both run the MSE clip initialisation
+            (the presets' default; quick mode skipped it before the pipeline got ~3x faster).
         presets: presets to run (default W8A8KV8 and W4A4KV4).
 
     Returns:
@@ -339,7 +340,7 @@ def planted_llama_once(
                     preset,
                     rotate=rot == "rot",
                     a_mode="dynamic" if method == "dynamic" else "static",
-                    mse_init=not quick,
+                    mse_init=True,
                     seed=seed,
                 )
                 qm = copy.deepcopy(base)
@@ -407,7 +408,8 @@ def planted_llama(*, seed: int = 0, out_dir: Path, quick: bool = True) -> ReproR
     "reproduced" iff static+prefix ≤ dynamic·(1 + 0.25) and dynamic < static-without-prefix for
     both presets on every seed and detection is exact; "inconclusive" if that holds for some
     (preset, seed) pairs only; "not reproduced" otherwise. Quick mode: 2 seeds, small windows
-    (≈ 30–60 s on a loaded 2-core CPU); full mode: 5 seeds, more and longer windows, MSE init.
+    (≈ 50 s on a quiet 2-core CPU); full mode: 5 seeds, more and longer windows; both with the
+    MSE clip initialisation.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
