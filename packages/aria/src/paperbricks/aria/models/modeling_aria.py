@@ -65,7 +65,7 @@ from transformers.utils import ModelOutput
 from paperbricks.core_kernels.attention import attention
 
 from .configuration_aria import AriaConfig, AriaVisionConfig
-from .modeling_aria_text import AriaCausalLMOutput, AriaTextModel, causal_lm_loss
+from .modeling_aria_text import AriaCausalLMOutput, AriaTextModel, causal_lm_output
 
 __all__ = [
     "AriaForConditionalGeneration",
@@ -706,29 +706,8 @@ class AriaForConditionalGeneration(AriaPreTrainedModel, GenerationMixin):
             output_hidden_states=output_hidden_states,
             compute_aux=self.training or labels is not None,
         )
-        hidden = out.last_hidden_state  # (B, T, d)
-        if isinstance(logits_to_keep, int):
-            if logits_to_keep > 0:
-                hidden = hidden[:, -logits_to_keep:]
-        else:
-            hidden = hidden[:, logits_to_keep]
-        logits = self.lm_head(hidden)  # (B, T', V)
-        loss = None
-        if labels is not None:
-            if not (isinstance(logits_to_keep, int) and logits_to_keep == 0):
-                raise ValueError("labels: need logits_to_keep=0 (the loss uses every position)")
-            loss = causal_lm_loss(logits, labels)
-            if self.config.text_config.aux_loss_mode == "explicit":
-                loss = loss + out.aux_loss + out.z_loss
-        return AriaCausalLMOutput(
-            loss=loss,
-            aux_loss=out.aux_loss,
-            z_loss=out.z_loss,
-            logits=logits,
-            cache=out.cache,
-            hidden_states=out.hidden_states,
-            attentions=out.attentions,
-            router_logits=out.router_logits,
+        return causal_lm_output(
+            out, self.lm_head, labels, logits_to_keep, self.config.text_config.aux_loss_mode
         )
 
     def prepare_inputs_for_generation(self, input_ids: torch.Tensor, **kwargs: Any) -> dict:

@@ -76,6 +76,7 @@ __all__ = [
     "AriaTextModelOutput",
     "AriaTextPreTrainedModel",
     "causal_lm_loss",
+    "causal_lm_output",
 ]
 
 logger = logging.getLogger(__name__)
@@ -628,30 +629,48 @@ class AriaTextForCausalLM(AriaTextPreTrainedModel, GenerationMixin):
             compute_aux=self.training or labels is not None,
             **kwargs,
         )
-        hidden = out.last_hidden_state  # (B, T, d)
-        if isinstance(logits_to_keep, int):
-            if logits_to_keep > 0:
-                hidden = hidden[:, -logits_to_keep:]
-        else:
-            hidden = hidden[:, logits_to_keep]
-        logits = self.lm_head(hidden)  # (B, T', V)
-        loss = None
-        if labels is not None:
-            if not (isinstance(logits_to_keep, int) and logits_to_keep == 0):
-                raise ValueError("labels: need logits_to_keep=0 (the loss uses every position)")
-            loss = causal_lm_loss(logits, labels)
-            if _check_aux_mode(self.config) == "explicit":
-                loss = loss + out.aux_loss + out.z_loss
-        return AriaCausalLMOutput(
-            loss=loss,
-            aux_loss=out.aux_loss,
-            z_loss=out.z_loss,
-            logits=logits,
-            cache=out.cache,
-            hidden_states=out.hidden_states,
-            attentions=out.attentions,
-            router_logits=out.router_logits,
+        return causal_lm_output(
+            out, self.lm_head, labels, logits_to_keep, _check_aux_mode(self.config)
         )
+
+
+def causal_lm_output(
+    out: AriaTextModelOutput,
+    lm_head: nn.Module,
+    labels: torch.LongTensor | None,
+    logits_to_keep: int | torch.Tensor,
+    aux_loss_mode: str,
+) -> AriaCausalLMOutput:
+    """The LM head and loss on a decoder output (shared by the text-only and multimodal models).
+
+    ``logits_to_keep``: 0 keeps every position, an int ``n > 0`` the last ``n``, a tensor indexes
+    positions. With ``labels``, the loss is the shifted cross-entropy over every position, plus
+    ``aux_loss + z_loss`` when ``aux_loss_mode == "explicit"``.
+    """
+    hidden = out.last_hidden_state  # (B, T, d)
+    if isinstance(logits_to_keep, int):
+        if logits_to_keep > 0:
+            hidden = hidden[:, -logits_to_keep:]
+    else:
+        hidden = hidden[:, logits_to_keep]
+    logits = lm_head(hidden)  # (B, T', V)
+    loss = None
+    if labels is not None:
+        if not (isinstance(logits_to_keep, int) and logits_to_keep == 0):
+            raise ValueError("labels: need logits_to_keep=0 (the loss uses every position)")
+        loss = causal_lm_loss(logits, labels)
+        if aux_loss_mode == "explicit":
+            loss = loss + out.aux_loss + out.z_loss
+    return AriaCausalLMOutput(
+        loss=loss,
+        aux_loss=out.aux_loss,
+        z_loss=out.z_loss,
+        logits=logits,
+        cache=out.cache,
+        hidden_states=out.hidden_states,
+        attentions=out.attentions,
+        router_logits=out.router_logits,
+    )
 
 
 def _register() -> None:
