@@ -344,20 +344,23 @@ def function_verdict(rows: Sequence[dict[str, Any]]) -> tuple[str, dict[str, Any
     return verdict, metrics
 
 
+def _grouped_bars(ax: Any, per: dict[str, dict[str, Any]], metric: str, label: str) -> None:
+    """One bar per model kind inside each group of ``per``: ``per[g][f"{kind} {metric}"]`` with
+    ``per[g][f"{kind} std"]`` as the error bar; ``label`` formats the legend entry."""
+    width = 0.27
+    names = list(per)
+    for i, k in enumerate(MODEL_KINDS):
+        xs = [j + (i - 1) * width for j in range(len(names))]
+        ys = [per[g][f"{k} {metric}"] for g in names]
+        err = [per[g][f"{k} std"] for g in names]
+        ax.bar(xs, ys, width, yerr=err, label=label.format(k))
+
+
 def _function_figure(per_eq: dict[str, dict[str, Any]], path: Path) -> Path:
     fig = new_figure(figsize=(max(5.0, 1.1 * len(per_eq) + 2), 3.5))
     ax = fig.subplots()
     names = list(per_eq)
-    width = 0.27
-    for i, k in enumerate(MODEL_KINDS):
-        xs = [j + (i - 1) * width for j in range(len(names))]
-        ax.bar(
-            xs,
-            [per_eq[e][f"{k} nrmse"] for e in names],
-            width,
-            yerr=[per_eq[e][f"{k} std"] for e in names],
-            label=k,
-        )
+    _grouped_bars(ax, per_eq, "nrmse", "{}")
     ax.set_yscale("log")
     ax.set_xticks(range(len(names)), names, rotation=30, fontsize=7)
     ax.set_ylabel("test RMSE / std(y) (seed mean)")
@@ -556,16 +559,7 @@ def _vision_figure(per_ds: dict[str, dict[str, Any]], path: Path) -> Path:
     fig = new_figure(figsize=(max(4.0, 2.2 * len(per_ds) + 1.5), 3.4))
     ax = fig.subplots()
     names = list(per_ds)
-    width = 0.27
-    for i, k in enumerate(MODEL_KINDS):
-        xs = [j + (i - 1) * width for j in range(len(names))]
-        ax.bar(
-            xs,
-            [per_ds[d][f"{k} accuracy"] for d in names],
-            width,
-            yerr=[per_ds[d][f"{k} std"] for d in names],
-            label=f"{k} FFN",
-        )
+    _grouped_bars(ax, per_ds, "accuracy", "{} FFN")
     lo = min(per_ds[d][f"{k} accuracy"] for d in names for k in MODEL_KINDS)
     ax.set_ylim(max(0.0, lo - 10), 100)
     ax.set_xticks(range(len(names)), names)
