@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from paperbricks.core_kernels.rope import apply_rope, rope_angles
+from paperbricks.core_kernels.validate import check_int
 
 from .ops import diff_attention
 from .reference import lambda_from_params
@@ -52,12 +53,6 @@ logger = logging.getLogger(__name__)
 _LAYOUTS = ("unilm", "hf")
 _ROPE_LAYOUTS = ("interleaved", "half")
 _IMPLS = ("auto", "reference", "sdpa", "triton")
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
-    return value
 
 
 def _check_float(name: str, value: object, *, minimum: float | None = None) -> float:
@@ -83,7 +78,7 @@ def lambda_init(depth: int) -> float:
         >>> round(lambda_init(0), 6), round(lambda_init(1), 6), round(lambda_init(5), 6)
         (0.2, 0.355509, 0.666122)
     """
-    _check_int("depth", depth, 0)
+    check_int("depth", depth, 0)
     return 0.8 - 0.6 * math.exp(-0.3 * depth)
 
 
@@ -125,8 +120,8 @@ class DiffLambda(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        _check_int("head_dim", head_dim, 1)
-        _check_int("depth", depth, 0)
+        check_int("head_dim", head_dim, 1)
+        check_int("depth", depth, 0)
         std = _check_float("std", std, minimum=0.0)
         if init is not None:
             init = _check_float("init", init)
@@ -272,11 +267,11 @@ class MultiheadDiffAttn(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        _check_int("embed_dim", embed_dim, 1)
-        _check_int("depth", depth, 0)
-        _check_int("num_heads", num_heads, 1)
+        check_int("embed_dim", embed_dim, 1)
+        check_int("depth", depth, 0)
+        check_int("num_heads", num_heads, 1)
         num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
-        _check_int("num_kv_heads", num_kv_heads, 1)
+        check_int("num_kv_heads", num_kv_heads, 1)
         if num_heads % num_kv_heads:
             raise ValueError(
                 f"num_kv_heads: num_heads={num_heads} must be a multiple of num_kv_heads, got "
@@ -289,7 +284,7 @@ class MultiheadDiffAttn(nn.Module):
                     f"head dim d = embed_dim / (2·num_heads)), got {embed_dim}"
                 )
             head_dim = embed_dim // (2 * num_heads)
-        _check_int("head_dim", head_dim, 1)
+        check_int("head_dim", head_dim, 1)
         if head_dim % 2:
             raise ValueError(f"head_dim: RoPE needs an even component head dim d, got {head_dim}")
         if layout not in _LAYOUTS:
@@ -310,7 +305,7 @@ class MultiheadDiffAttn(nn.Module):
         self.rope_theta = _check_float("rope_theta", rope_theta, minimum=1e-12)
         self.norm_eps = _check_float("norm_eps", norm_eps, minimum=0.0)
         if layer_idx is not None:
-            _check_int("layer_idx", layer_idx, 0)
+            check_int("layer_idx", layer_idx, 0)
         self.embed_dim = embed_dim
         self.depth = depth
         self.num_heads = num_heads

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import torch
 
+from paperbricks.core_kernels.validate import check_int
+
 __all__ = [
     "IGNORE_INDEX",
     "NeedleBatch",
@@ -155,12 +157,6 @@ class NeedleBatch:
         return NeedleBatch(**moved)
 
 
-def _check_int(name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
-    return value
-
-
 def _generator(seed: int | torch.Generator) -> torch.Generator:
     if isinstance(seed, torch.Generator):
         if seed.device.type != "cpu":
@@ -245,10 +241,10 @@ def multi_needle_task(
     vocab = NeedleVocab() if vocab is None else vocab
     if not isinstance(vocab, NeedleVocab):
         raise TypeError(f"vocab: expected a NeedleVocab, got {type(vocab).__name__}")
-    n = _check_int("num_needles", num_needles, 1)
-    r = _check_int("num_queries", num_queries, 1)
-    length = _check_int("length", length, 1)
-    batch = _check_int("batch_size", batch_size, 1)
+    n = check_int("num_needles", num_needles, 1)
+    r = check_int("num_queries", num_queries, 1)
+    length = check_int("length", length, 1)
+    batch = check_int("batch_size", batch_size, 1)
     if r > n:
         raise ValueError(f"num_queries: expected R <= num_needles={n}, got {r}")
     if n > vocab.num_cities:
@@ -357,9 +353,9 @@ def multi_needle_batches(
     if not choices:
         raise ValueError("num_needles: expected at least one N, got an empty sequence")
     for c in choices:
-        _check_int("num_needles", c, 1)
+        check_int("num_needles", c, 1)
     if num_batches is not None:
-        _check_int("num_batches", num_batches, 0)
+        check_int("num_batches", num_batches, 0)
     # Validate the largest N once, up front, instead of failing mid-stream.
     multi_needle_task(
         max(choices),

@@ -49,6 +49,7 @@ from paperbricks.core_kernels.moe import (
     unpermute,
     z_loss,
 )
+from paperbricks.core_kernels.validate import check_int
 
 from .kan import FasterKAN, grouped_kan_linear
 
@@ -61,12 +62,6 @@ ACTIVATIONS: dict[str, object] = {
     "silu": F.silu,  # attributed to the paper text (spec §3, unverified)
 }
 _IMPLS = ("auto", "reference", "triton")
-
-
-def _positive_int(name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
-    return value
 
 
 def router_stats(
@@ -210,9 +205,9 @@ class MLPKANMoE(nn.Module):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        _positive_int("d_model", d_model)
-        _positive_int("num_mlp_experts", num_mlp_experts, 0)
-        _positive_int("num_kan_experts", num_kan_experts, 0)
+        check_int("d_model", d_model)
+        check_int("num_mlp_experts", num_mlp_experts, 0)
+        check_int("num_kan_experts", num_kan_experts, 0)
         n_exp = num_mlp_experts + num_kan_experts
         if n_exp < 1:
             raise ValueError(
@@ -220,18 +215,18 @@ class MLPKANMoE(nn.Module):
                 f"{num_mlp_experts} + {num_kan_experts}"
             )
         mlp_hidden = d_model if mlp_hidden is None else mlp_hidden
-        _positive_int("mlp_hidden", mlp_hidden)
+        check_int("mlp_hidden", mlp_hidden)
         kan_hidden = max(1, mlp_hidden // 2) if kan_hidden is None else kan_hidden
-        _positive_int("kan_hidden", kan_hidden)
+        check_int("kan_hidden", kan_hidden)
         if router not in ROUTERS:
             raise ValueError(f"router: expected one of {ROUTERS}, got {router!r}")
-        _positive_int("top_k", top_k)
+        check_int("top_k", top_k)
         if router == "topk" and top_k > n_exp:
             raise ValueError(
                 f"top_k: expected <= the number of experts E={n_exp} "
                 f"({num_mlp_experts} MLP + {num_kan_experts} KAN), got {top_k}"
             )
-        _positive_int("slots_per_expert", slots_per_expert)
+        check_int("slots_per_expert", slots_per_expert)
         if mlp_activation not in ACTIVATIONS:
             raise ValueError(
                 f"mlp_activation: expected one of {tuple(ACTIVATIONS)}, got {mlp_activation!r}"

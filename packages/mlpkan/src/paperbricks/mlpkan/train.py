@@ -33,6 +33,8 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
+from paperbricks.core_kernels.validate import check_int
+
 from .data import FunctionData, ImageData
 
 __all__ = [
@@ -99,11 +101,6 @@ def model_output(out: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         "model output: expected a tensor, a tuple, or an object with logits/predictions, "
         f"got {type(out).__name__}"
     )
-
-
-def _check_int(name: str, v: Any, low: int) -> None:
-    if isinstance(v, bool) or not isinstance(v, int) or v < low:
-        raise ValueError(f"{name}: expected an int >= {low}, got {v!r}")
 
 
 def _check_lr(lr: Any) -> None:
@@ -243,10 +240,10 @@ def fit_regressor(
     """
     if not isinstance(data, FunctionData):
         raise TypeError(f"data: expected FunctionData, got {type(data).__name__}")
-    _check_int("steps", steps, 1)
+    check_int("steps", steps, 1)
     _check_lr(lr)
     if batch_size is not None:
-        _check_int("batch_size", batch_size, 1)
+        check_int("batch_size", batch_size, 1)
     dev = _device_of(model)
     x_mean, x_std = data.x_train.mean(0), data.x_train.std(0).clamp_min(1e-12)
     y_mean, y_std = float(data.y_train.mean()), max(float(data.y_train.std()), 1e-12)
@@ -370,8 +367,8 @@ def fit_classifier(
     """
     if not isinstance(data, ImageData):
         raise TypeError(f"data: expected ImageData, got {type(data).__name__}")
-    _check_int("steps", steps, 1)
-    _check_int("batch_size", batch_size, 1)
+    check_int("steps", steps, 1)
+    check_int("batch_size", batch_size, 1)
     _check_lr(lr)
     dev = _device_of(model)
     x, y = data.x_train.to(dev), data.y_train.to(dev)

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from paperbricks.core_kernels.validate import check_int
+
 __all__ = [
     "calibration_windows",
     "eval_windows",
@@ -108,7 +110,7 @@ def eval_windows(
     Raises:
         ValueError: the stream is shorter than one window (the message gives both lengths).
     """
-    _check_int(seqlen, "seqlen", 2)
+    check_int("seqlen", seqlen, 2)
     stream = token_stream(texts, tokenizer)
     n = stream.numel() // seqlen
     if n == 0:
@@ -116,7 +118,7 @@ def eval_windows(
             f"texts: {stream.numel()} tokens are fewer than one window of seqlen={seqlen}"
         )
     if max_windows is not None:
-        _check_int(max_windows, "max_windows", 1)
+        check_int("max_windows", max_windows, 1)
         n = min(n, max_windows)
     return stream[: n * seqlen].reshape(n, seqlen)
 
@@ -141,8 +143,8 @@ def calibration_windows(
     Raises:
         ValueError: the stream is shorter than ``seqlen``.
     """
-    _check_int(nsamples, "nsamples", 1)
-    _check_int(seqlen, "seqlen", 2)
+    check_int("nsamples", nsamples, 1)
+    check_int("seqlen", seqlen, 2)
     stream = token_stream(texts, tokenizer)
     span = stream.numel() - seqlen
     if span < 0:
@@ -168,13 +170,8 @@ def synthetic_texts(n: int = 64, seed: int = 0, *, sentences_per_doc: int = 8) -
     """
     from paperbricks.core_kernels.testing.factories import synthetic_text
 
-    _check_int(n, "n", 1)
-    _check_int(sentences_per_doc, "sentences_per_doc", 1)
+    check_int("n", n, 1)
+    check_int("sentences_per_doc", sentences_per_doc, 1)
     sents = synthetic_text(n * sentences_per_doc, seed=seed)
     k = sentences_per_doc
     return [" ".join(sents[i * k : (i + 1) * k]) for i in range(n)]
-
-
-def _check_int(v: object, name: str, lo: int) -> None:
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise ValueError(f"{name}: expected an int >= {lo}, got {v!r}")

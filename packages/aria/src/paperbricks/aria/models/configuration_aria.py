@@ -26,10 +26,11 @@ What differs from HF's classes:
 
 from __future__ import annotations
 
-import math
 from typing import Any, ClassVar
 
 from transformers import PreTrainedConfig
+
+from paperbricks.core_kernels.validate import check_choice, check_float, check_int
 
 __all__ = ["AriaConfig", "AriaTextConfig", "AriaVisionConfig"]
 
@@ -40,36 +41,6 @@ _AUX_MODES = ("autoscaler", "explicit", "none")
 _EXPERT_BACKENDS = ("grouped", "loop")
 # Keys written by ``save_pretrained`` or HF that are not constructor arguments of ours.
 _DROP_KEYS = ("transformers_version", "architectures", "model_type")
-
-
-def _need_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
-
-
-def _need_pos_float(name: str, value: object) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(f"{name}: expected a finite float > 0, got {value!r}")
-
-
-def _need_nonneg_float(name: str, value: object) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise ValueError(f"{name}: expected a finite float >= 0, got {value!r}")
-
-
-def _need_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name}: expected one of {choices}, got {value!r}")
 
 
 def _hf_completed(data: dict[str, Any], hf_model_type: str) -> dict[str, Any]:
@@ -167,7 +138,7 @@ class AriaVisionConfig(_HFCompatMixin, PreTrainedConfig):
             "image_size",
             "patch_size",
         ):
-            _need_int(name, getattr(self, name), 1)
+            check_int(name, getattr(self, name), 1)
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"num_attention_heads: must divide hidden_size={self.hidden_size}, "
@@ -178,14 +149,14 @@ class AriaVisionConfig(_HFCompatMixin, PreTrainedConfig):
                 f"image_size: expected a multiple of patch_size={self.patch_size}, "
                 f"got {self.image_size}"
             )
-        _need_choice("hidden_act", self.hidden_act, _VISION_ACTS)
-        _need_pos_float("layer_norm_eps", self.layer_norm_eps)
+        check_choice("hidden_act", self.hidden_act, _VISION_ACTS)
+        check_float("layer_norm_eps", self.layer_norm_eps, 0, strict=True)
         if self.attention_dropout != 0:
             raise ValueError(
                 f"attention_dropout: only 0 is supported, got {self.attention_dropout!r}"
             )
-        _need_nonneg_float("initializer_range", self.initializer_range)
-        _need_choice("attn_impl", self.attn_impl, _ATTN_IMPLS)
+        check_float("initializer_range", self.initializer_range, 0)
+        check_choice("attn_impl", self.attn_impl, _ATTN_IMPLS)
         super().__post_init__(**kwargs)
 
     @property
@@ -297,11 +268,11 @@ class AriaTextConfig(_HFCompatMixin, PreTrainedConfig):
             "moe_num_experts",
             "moe_topk",
         ):
-            _need_int(name, getattr(self, name), 1)
-        _need_int("moe_num_shared_experts", self.moe_num_shared_experts, 0)
+            check_int(name, getattr(self, name), 1)
+        check_int("moe_num_shared_experts", self.moe_num_shared_experts, 0)
         if self.num_key_value_heads is None:
             self.num_key_value_heads = self.num_attention_heads
-        _need_int("num_key_value_heads", self.num_key_value_heads, 1)
+        check_int("num_key_value_heads", self.num_key_value_heads, 1)
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError(
                 f"num_key_value_heads: must divide num_attention_heads={self.num_attention_heads}, "
@@ -314,7 +285,7 @@ class AriaTextConfig(_HFCompatMixin, PreTrainedConfig):
                     f"head_dim is not given, got {self.num_attention_heads}"
                 )
             self.head_dim = self.hidden_size // self.num_attention_heads
-        _need_int("head_dim", self.head_dim, 2)
+        check_int("head_dim", self.head_dim, 2)
         if self.head_dim % 2:
             raise ValueError(
                 f"head_dim: rotary embedding needs an even head_dim, got {self.head_dim}"
@@ -324,9 +295,9 @@ class AriaTextConfig(_HFCompatMixin, PreTrainedConfig):
                 f"moe_topk: expected 1 <= moe_topk <= moe_num_experts={self.moe_num_experts}, "
                 f"got {self.moe_topk}"
             )
-        _need_choice("hidden_act", self.hidden_act, _TEXT_ACTS)
-        _need_pos_float("rms_norm_eps", self.rms_norm_eps)
-        _need_nonneg_float("initializer_range", self.initializer_range)
+        check_choice("hidden_act", self.hidden_act, _TEXT_ACTS)
+        check_float("rms_norm_eps", self.rms_norm_eps, 0, strict=True)
+        check_float("initializer_range", self.initializer_range, 0)
         if self.attention_dropout != 0:
             raise ValueError(
                 f"attention_dropout: only 0 is supported, got {self.attention_dropout!r}"
@@ -335,11 +306,11 @@ class AriaTextConfig(_HFCompatMixin, PreTrainedConfig):
             raise ValueError("mlp_bias: Aria's experts have no biases; expected False, got True")
         if self.pretraining_tp not in (None, 1):
             raise ValueError(f"pretraining_tp: expected 1 or None, got {self.pretraining_tp!r}")
-        _need_nonneg_float("router_aux_loss_coef", self.router_aux_loss_coef)
-        _need_nonneg_float("router_z_loss_coef", self.router_z_loss_coef)
-        _need_choice("aux_loss_mode", self.aux_loss_mode, _AUX_MODES)
-        _need_choice("experts_backend", self.experts_backend, _EXPERT_BACKENDS)
-        _need_choice("attn_impl", self.attn_impl, _ATTN_IMPLS)
+        check_float("router_aux_loss_coef", self.router_aux_loss_coef, 0)
+        check_float("router_z_loss_coef", self.router_z_loss_coef, 0)
+        check_choice("aux_loss_mode", self.aux_loss_mode, _AUX_MODES)
+        check_choice("experts_backend", self.experts_backend, _EXPERT_BACKENDS)
+        check_choice("attn_impl", self.attn_impl, _ATTN_IMPLS)
         if self.rope_parameters is not None and not isinstance(self.rope_parameters, dict):
             raise ValueError(
                 f"rope_parameters: expected a dict or None, got {type(self.rope_parameters).__name__}"
@@ -352,7 +323,7 @@ class AriaTextConfig(_HFCompatMixin, PreTrainedConfig):
             raise ValueError(
                 f"rope_parameters: only rope_type 'default' is supported, got {rp['rope_type']!r}"
             )
-        _need_pos_float("rope_parameters['rope_theta']", rp.get("rope_theta"))
+        check_float("rope_parameters['rope_theta']", rp.get("rope_theta"), 0, strict=True)
         rp["rope_theta"] = float(rp["rope_theta"])
 
 
@@ -468,8 +439,8 @@ class AriaConfig(_HFCompatMixin, PreTrainedConfig):
             table[ki] = vi
         self.projector_patch_to_query_dict = table
         self.max_value_projector_patch_to_query_dict = max(table.values())
-        _need_int("image_token_index", self.image_token_index, 0)
-        _need_nonneg_float("initializer_range", self.initializer_range)
+        check_int("image_token_index", self.image_token_index, 0)
+        check_float("initializer_range", self.initializer_range, 0)
         super().__post_init__(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:

@@ -14,9 +14,9 @@ for γ; 4d with ``norm_affine=False``).
 
 from __future__ import annotations
 
-import math
-
 from transformers import PreTrainedConfig
+
+from paperbricks.core_kernels.validate import check_bool, check_float, check_int
 
 __all__ = ["BaselineTransformerConfig", "DiffTransformerConfig"]
 
@@ -25,46 +25,25 @@ _ROPE_LAYOUTS = ("interleaved", "half")
 _ATTN_IMPLS = ("auto", "reference", "sdpa", "triton")
 
 
-def _need_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
-
-
-def _need_float(
-    name: str, value: object, minimum: float | None = None, strict: bool = False
-) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok and minimum is not None:
-        ok = value > minimum if strict else value >= minimum
-    if not ok:
-        bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum}"
-        raise ValueError(f"{name}: expected a finite float{bound}, got {value!r}")
-
-
-def _need_bool(name: str, value: object) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name}: expected a bool, got {type(value).__name__}")
-
-
 def _check_common(cfg: PreTrainedConfig) -> None:
     for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers"):
-        _need_int(name, getattr(cfg, name), 1)
-    _need_int("num_attention_heads", cfg.num_attention_heads, 1)
-    _need_int("num_key_value_heads", cfg.num_key_value_heads, 1)
+        check_int(name, getattr(cfg, name), 1)
+    check_int("num_attention_heads", cfg.num_attention_heads, 1)
+    check_int("num_key_value_heads", cfg.num_key_value_heads, 1)
     if cfg.num_attention_heads % cfg.num_key_value_heads:
         raise ValueError(
             f"num_key_value_heads: num_attention_heads={cfg.num_attention_heads} must be a "
             f"multiple of num_key_value_heads, got {cfg.num_key_value_heads}"
         )
-    _need_int("max_position_embeddings", cfg.max_position_embeddings, 1)
-    _need_float("rms_norm_eps", cfg.rms_norm_eps, 0.0)
-    _need_float("rope_theta", cfg.rope_theta, 0.0, strict=True)
-    _need_float("initializer_range", cfg.initializer_range, 0.0)
+    check_int("max_position_embeddings", cfg.max_position_embeddings, 1)
+    check_float("rms_norm_eps", cfg.rms_norm_eps, 0.0)
+    check_float("rope_theta", cfg.rope_theta, 0.0, strict=True)
+    check_float("initializer_range", cfg.initializer_range, 0.0)
     if cfg.rope_layout not in _ROPE_LAYOUTS:
         raise ValueError(f"rope_layout: expected one of {_ROPE_LAYOUTS}, got {cfg.rope_layout!r}")
     if cfg.attn_impl not in _ATTN_IMPLS:
         raise ValueError(f"attn_impl: expected one of {_ATTN_IMPLS}, got {cfg.attn_impl!r}")
-    _need_bool("tie_word_embeddings", cfg.tie_word_embeddings)
+    check_bool("tie_word_embeddings", cfg.tie_word_embeddings)
 
 
 class DiffTransformerConfig(PreTrainedConfig):
@@ -156,7 +135,7 @@ class DiffTransformerConfig(PreTrainedConfig):
                     f"{self.hidden_size}"
                 )
         else:
-            _need_int("head_dim", self.head_dim, 2)
+            check_int("head_dim", self.head_dim, 2)
         if self.component_head_dim % 2:
             raise ValueError(
                 f"head_dim: RoPE needs an even component head dim d, got {self.component_head_dim}"
@@ -164,13 +143,13 @@ class DiffTransformerConfig(PreTrainedConfig):
         if self.layout not in _LAYOUTS:
             raise ValueError(f"layout: expected one of {_LAYOUTS}, got {self.layout!r}")
         for name in ("norm_affine", "head_norm", "lambda_scale"):
-            _need_bool(name, getattr(self, name))
+            check_bool(name, getattr(self, name))
         if self.norm_affine and not self.head_norm:
             raise ValueError("norm_affine: a head-norm gain γ needs head_norm=True")
         if self.lambda_init is not None:
-            _need_float("lambda_init", self.lambda_init)
-        _need_float("lambda_std", self.lambda_std, 0.0)
-        _need_float("head_norm_eps", self.head_norm_eps, 0.0)
+            check_float("lambda_init", self.lambda_init)
+        check_float("lambda_std", self.lambda_std, 0.0)
+        check_float("head_norm_eps", self.head_norm_eps, 0.0)
         super().__post_init__(**kwargs)
 
     @property
@@ -239,7 +218,7 @@ class BaselineTransformerConfig(PreTrainedConfig):
                     f"{self.num_attention_heads}, got {self.hidden_size}"
                 )
         else:
-            _need_int("head_dim", self.head_dim, 2)
+            check_int("head_dim", self.head_dim, 2)
         if self.attention_head_dim % 2:
             raise ValueError(
                 f"head_dim: RoPE needs an even head dim, got {self.attention_head_dim}"

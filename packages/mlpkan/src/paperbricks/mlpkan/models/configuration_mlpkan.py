@@ -21,9 +21,10 @@ MLP-only and KAN-only baselines are built at matched parameter counts.
 from __future__ import annotations
 
 import itertools
-import math
 
 from transformers import PreTrainedConfig
+
+from paperbricks.core_kernels.validate import check_float, check_int
 
 from ..bases import BASES, num_bases
 
@@ -42,63 +43,48 @@ _ACTIVATIONS = ("gelu", "silu")
 _IMPLS = ("auto", "reference", "triton")
 
 
-def _need_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
-
-
-def _need_float(name: str, value: object, minimum: float, strict: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = value > minimum if strict else value >= minimum
-    if not ok:
-        raise ValueError(
-            f"{name}: expected a finite float {'>' if strict else '>='} {minimum}, got {value!r}"
-        )
-
-
 def _check_ffn(cfg: PreTrainedConfig) -> None:
     """Validate the feed-forward fields shared by both configs."""
     if cfg.ffn not in FFN_TYPES:
         raise ValueError(f"ffn: expected one of {FFN_TYPES}, got {cfg.ffn!r}")
-    _need_int("num_mlp_experts", cfg.num_mlp_experts, 0)
-    _need_int("num_kan_experts", cfg.num_kan_experts, 0)
+    check_int("num_mlp_experts", cfg.num_mlp_experts, 0)
+    check_int("num_kan_experts", cfg.num_kan_experts, 0)
     n_exp = cfg.num_mlp_experts + cfg.num_kan_experts
     if cfg.ffn == "mlp-kan" and n_exp < 1:
         raise ValueError("num_mlp_experts + num_kan_experts: expected >= 1 for ffn='mlp-kan'")
-    _need_int("top_k", cfg.top_k, 1)
+    check_int("top_k", cfg.top_k, 1)
     if cfg.ffn == "mlp-kan" and cfg.router == "topk" and cfg.top_k > n_exp:
         raise ValueError(f"top_k: expected <= the number of experts E={n_exp}, got {cfg.top_k}")
-    _need_int("mlp_expert_hidden", cfg.mlp_expert_hidden, 1)
-    _need_int("kan_hidden", cfg.kan_hidden, 1)
+    check_int("mlp_expert_hidden", cfg.mlp_expert_hidden, 1)
+    check_int("kan_hidden", cfg.kan_hidden, 1)
     if cfg.dense_mlp_hidden is not None:
-        _need_int("dense_mlp_hidden", cfg.dense_mlp_hidden, 1)
+        check_int("dense_mlp_hidden", cfg.dense_mlp_hidden, 1)
     if cfg.dense_kan_hidden is not None:
-        _need_int("dense_kan_hidden", cfg.dense_kan_hidden, 1)
+        check_int("dense_kan_hidden", cfg.dense_kan_hidden, 1)
     if cfg.mlp_activation not in _ACTIVATIONS:
         raise ValueError(
             f"mlp_activation: expected one of {_ACTIVATIONS}, got {cfg.mlp_activation!r}"
         )
     if cfg.kan_basis not in BASES:
         raise ValueError(f"kan_basis: expected one of {BASES}, got {cfg.kan_basis!r}")
-    _need_int("kan_num_grids", cfg.kan_num_grids, 1)
-    _need_int("kan_spline_order", cfg.kan_spline_order, 0)
+    check_int("kan_num_grids", cfg.kan_num_grids, 1)
+    check_int("kan_spline_order", cfg.kan_spline_order, 0)
     rng = cfg.kan_grid_range
     if not isinstance(rng, (list, tuple)) or len(rng) != 2 or not float(rng[0]) < float(rng[1]):
         raise ValueError(f"kan_grid_range: expected (lo, hi) with lo < hi, got {rng!r}")
     cfg.kan_grid_range = [float(rng[0]), float(rng[1])]  # JSON-stable form
     if cfg.kan_denominator is not None:
-        _need_float("kan_denominator", cfg.kan_denominator, 0.0, strict=True)
+        check_float("kan_denominator", cfg.kan_denominator, 0.0, strict=True)
     if cfg.router not in _ROUTERS:
         raise ValueError(f"router: expected one of {_ROUTERS}, got {cfg.router!r}")
-    _need_int("soft_slots_per_expert", cfg.soft_slots_per_expert, 1)
-    _need_float("router_aux_loss_coef", cfg.router_aux_loss_coef, 0.0)
-    _need_float("router_z_loss_coef", cfg.router_z_loss_coef, 0.0)
+    check_int("soft_slots_per_expert", cfg.soft_slots_per_expert, 1)
+    check_float("router_aux_loss_coef", cfg.router_aux_loss_coef, 0.0)
+    check_float("router_z_loss_coef", cfg.router_z_loss_coef, 0.0)
     if cfg.router == "soft" and (cfg.router_aux_loss_coef > 0 or cfg.router_z_loss_coef > 0):
         raise ValueError("router_aux_loss_coef/router_z_loss_coef: must be 0 with router='soft'")
     if cfg.impl not in _IMPLS:
         raise ValueError(f"impl: expected one of {_IMPLS}, got {cfg.impl!r}")
-    _need_float("initializer_range", cfg.initializer_range, 0.0)
+    check_float("initializer_range", cfg.initializer_range, 0.0)
 
 
 class MLPKANConfig(PreTrainedConfig):
@@ -198,9 +184,9 @@ class MLPKANConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         for name in ("image_size", "patch_size", "num_channels", "hidden_size"):
-            _need_int(name, getattr(self, name), 1)
-        _need_int("num_hidden_layers", self.num_hidden_layers, 0)
-        _need_int("num_attention_heads", self.num_attention_heads, 1)
+            check_int(name, getattr(self, name), 1)
+        check_int("num_hidden_layers", self.num_hidden_layers, 0)
+        check_int("num_attention_heads", self.num_attention_heads, 1)
         if self.image_size % self.patch_size:
             raise ValueError(
                 f"image_size: expected a multiple of patch_size={self.patch_size}, got "
@@ -219,12 +205,12 @@ class MLPKANConfig(PreTrainedConfig):
             self.block_norm_eps = 1e-5
         if not isinstance(self.qkv_bias, bool):
             raise TypeError(f"qkv_bias: expected a bool, got {self.qkv_bias!r}")
-        _need_float("drop_path", self.drop_path, 0.0)
+        check_float("drop_path", self.drop_path, 0.0)
         if self.drop_path >= 1:
             raise ValueError(f"drop_path: expected a rate in [0, 1), got {self.drop_path}")
-        _need_float("layer_norm_eps", self.layer_norm_eps, 0.0, strict=True)
+        check_float("layer_norm_eps", self.layer_norm_eps, 0.0, strict=True)
         if self.block_norm_eps is not None:
-            _need_float("block_norm_eps", self.block_norm_eps, 0.0, strict=True)
+            check_float("block_norm_eps", self.block_norm_eps, 0.0, strict=True)
         if self.attn_impl not in ("auto", "reference", "triton"):
             raise ValueError(
                 f"attn_impl: expected one of ('auto', 'reference', 'triton'), got {self.attn_impl!r}"
@@ -300,9 +286,9 @@ class MLPKANRegressorConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         for name in ("n_inputs", "n_outputs", "hidden_size"):
-            _need_int(name, getattr(self, name), 1)
-        _need_int("num_layers", self.num_layers, 0)
-        _need_float("layer_norm_eps", self.layer_norm_eps, 0.0, strict=True)
+            check_int(name, getattr(self, name), 1)
+        check_int("num_layers", self.num_layers, 0)
+        check_float("layer_norm_eps", self.layer_norm_eps, 0.0, strict=True)
         _check_ffn(self)
         super().__post_init__(**kwargs)
 
@@ -401,7 +387,7 @@ def match_hidden(
         raise ValueError(f"ffn: expected 'mlp' or 'kan', got {ffn!r}")
     if target is None:
         target = count_parameters(config)
-    _need_int("target", target, 1)
+    check_int("target", target, 1)
     field = "dense_mlp_hidden" if ffn == "mlp" else "dense_kan_hidden"
 
     def count(h: int) -> int:

@@ -16,15 +16,12 @@ import math
 
 from transformers import PreTrainedConfig
 
+from paperbricks.core_kernels.validate import check_int
+
 __all__ = ["PixtralVisionConfig"]
 
 _ATTN_IMPLS = ("auto", "reference", "triton")
 _ACTS = ("silu", "gelu", "gelu_pytorch_tanh", "relu")
-
-
-def _need_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
 
 
 class PixtralVisionConfig(PreTrainedConfig):
@@ -85,7 +82,7 @@ class PixtralVisionConfig(PreTrainedConfig):
             "image_size",
             "patch_size",
         ):
-            _need_int(name, getattr(self, name), 1)
+            check_int(name, getattr(self, name), 1)
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"num_attention_heads: must divide hidden_size={self.hidden_size}, "
