@@ -82,12 +82,15 @@ def _head_dims(cfg: Any, hidden: int) -> tuple[int, int, int]:
     return heads, kv_heads, head_dim
 
 
-def _v_hook(attn: nn.Module) -> Any:
+def attach_v_quantizer_hook(attn: nn.Module) -> Any:
+    """Fake-quantize ``attn.v_proj``'s output with ``attn.v_quantizer`` (when set) via a forward
+    hook; returns the hook handle. Used by :func:`insert_quantizers_` and by ``load_quantized``."""
+
     def hook(_mod: nn.Module, _args: tuple, out: torch.Tensor) -> torch.Tensor:
         vq = getattr(attn, "v_quantizer", None)
         return out if vq is None else vq(out)
 
-    return hook
+    return attn.v_proj.register_forward_hook(hook)
 
 
 def insert_quantizers_(model: nn.Module, config: PrefixQuantConfig) -> Any:
@@ -147,7 +150,7 @@ def insert_quantizers_(model: nn.Module, config: PrefixQuantConfig) -> Any:
             attn.v_quantizer = KVQuantizer.for_values(
                 config.kv_bits, kv_heads, head_dim, config.v_group, **kw
             )
-            attn.v_proj.register_forward_hook(_v_hook(attn))
+            attach_v_quantizer_hook(attn)
         layer.to(dev)
     use_prefixquant_attention(model)
     return resolve_sites(model)

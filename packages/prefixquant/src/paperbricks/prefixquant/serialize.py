@@ -440,12 +440,16 @@ def load_quantized(directory: str | Path, device: str | torch.device | None = No
     if manifest.get("attn_implementation") == ATTN_IMPLEMENTATION:
         use_prefixquant_attention(model)
     if manifest.get("v_proj_hooks"):
-        from .quantize import _v_hook
+        from .quantize import attach_v_quantizer_hook
 
         for path in manifest["v_proj_hooks"]:
             attn_path = path.rpartition(".")[0]
             attn = model.get_submodule(attn_path) if attn_path else model
-            model.get_submodule(path).register_forward_hook(_v_hook(attn))
+            if model.get_submodule(path) is not getattr(attn, "v_proj", None):
+                raise ValueError(
+                    f"prefixquant_config.json: v_proj_hooks entry {path!r} is not a v_proj"
+                )
+            attach_v_quantizer_hook(attn)
 
     nonpersistent = {
         k[len(_NONPERSISTENT) :]: v for k, v in tensors.items() if k.startswith(_NONPERSISTENT)
