@@ -12,14 +12,7 @@ from paperbricks.aria.models.configuration_aria import AriaTextConfig
 from paperbricks.aria.models.modeling_aria_text import AriaMoELayer
 from paperbricks.core_kernels.testing import assert_close, requires_cuda
 
-
-@pytest.fixture(autouse=True)
-def _one_cpu_thread():
-    """Tiny CPU ops on a shared, oversubscribed machine run far faster on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 D, INTER, E, K = 32, 16, 8, 2

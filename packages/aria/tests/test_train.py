@@ -20,14 +20,7 @@ from paperbricks.aria.train import (
     train,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_cpu_thread():
-    """Tiny CPU ops on a shared, oversubscribed machine run far faster on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(**kw) -> AriaTextForCausalLM:

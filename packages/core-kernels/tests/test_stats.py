@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -36,14 +35,7 @@ F64 = torch.float64
 METHODS = ("eigh", "gram", "eigvals", "sqrtm")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # The shapes here are tiny: intra-op threads only add spin-waits on a shared CPU (an L-BFGS
-    # fit took 12 s with 2 contended threads and 0.06 s with one).
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _gen(seed: int = 0) -> torch.Generator:

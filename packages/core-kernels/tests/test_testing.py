@@ -134,3 +134,17 @@ def test_intra_op_threads_sets_and_restores():
         assert torch.get_num_threads() == before
     with pytest.raises(ValueError, match="positive int"), intra_op_threads(0):
         pass
+
+
+@pytest.fixture
+def _two_threads():
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_one_thread_fixture_sets_one_intra_op_thread(_two_threads, request):
+    assert torch.get_num_threads() == 2
+    request.getfixturevalue("one_thread")
+    assert torch.get_num_threads() == 1

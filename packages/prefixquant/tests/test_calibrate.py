@@ -13,13 +13,7 @@ from paperbricks.prefixquant.modules import QuantLinear, QuantRMSNorm
 from paperbricks.prefixquant.mse_init import init_weight_clip_, mse_init_, search_slices
 from paperbricks.prefixquant.quantize import insert_quantizers_
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,7 @@ from paperbricks.prefixquant.config import PrefixQuantConfig
 from paperbricks.prefixquant.finetune import block_loss, finetune_
 from paperbricks.prefixquant.quantize import insert_quantizers_
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _setup(seed: int = 0, **overrides):

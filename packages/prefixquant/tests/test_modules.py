@@ -11,13 +11,7 @@ from paperbricks.core_kernels.testing import assert_bitwise_equal, assert_close,
 from paperbricks.prefixquant.modules import QuantLinear, QuantRMSNorm
 from paperbricks.prefixquant.quantizers import ActQuantizer
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _hf_norm(dim: int, dtype: torch.dtype, family: str = "llama") -> nn.Module:

@@ -13,13 +13,7 @@ from paperbricks.prefixquant.config import PrefixQuantConfig
 from paperbricks.prefixquant.evaluate import eval_perplexity
 from paperbricks.prefixquant.quantize import quantize_
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny(seed: int = 0, family: str = "llama"):

@@ -15,13 +15,7 @@ from paperbricks.prefixquant.quantizers import (
     ste_fake_quant,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _calibrated(q: ActQuantizer, *batches: torch.Tensor) -> ActQuantizer:
